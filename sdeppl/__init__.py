@@ -1,0 +1,27 @@
+"""sdeppl: stochastic-process models as first-class NumPyro primitives.
+
+A stochastic differential equation is one ``numpyro.sample`` site whose ``log_prob`` is a
+path likelihood computed by a jitted JAX solver::
+
+    import numpyro, numpyro.distributions as dist
+    import sdeppl as sp
+
+    def ou(ts, x=None):
+        theta = numpyro.sample("theta", dist.HalfNormal(1.0))
+        mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        sde = sp.SDE(drift=lambda t, x: theta * (mu - x), diffusion=lambda t, x: sigma)
+        numpyro.sample("x", sp.Path(sde, ts, x0=dist.Normal(0.0, 1.0)), obs=x)
+
+The package is layered: :mod:`sdeppl.solvers` (pure JAX), :mod:`sdeppl.processes`
+(distributions).
+"""
+
+from .processes import OU as OU
+from .processes import SDE as SDE
+from .processes import LinearSDE as LinearSDE
+from .processes import Path as Path
+from .processes import PathReparam as PathReparam
+from .processes import reparam_paths as reparam_paths
+
+__version__ = "0.1.0"

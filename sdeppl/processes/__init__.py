@@ -1,0 +1,14 @@
+"""Layer 2: stochastic processes as NumPyro distributions.
+
+- :class:`SDE`, :class:`LinearSDE`, :class:`OU`: the dynamics.
+- :class:`Path`: the distribution of an SDE's path at given times (likelihood with
+  ``obs=``, latent path without).
+- :func:`reparam_paths`: non-centred latent paths and data augmentation for inference.
+"""
+
+from .path import Path as Path
+from .reparam import PathReparam as PathReparam
+from .reparam import reparam_paths as reparam_paths
+from .sde import OU as OU
+from .sde import SDE as SDE
+from .sde import LinearSDE as LinearSDE
