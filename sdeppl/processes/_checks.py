@@ -36,8 +36,8 @@ def check_times(ts, owner: str):
         if bad.size:
             k = int(bad[0])
             raise ValueError(
-                f"{owner}: ts must be strictly increasing; got ts[{k}]={t[k]!r} >= "
-                f"ts[{k + 1}]={t[k + 1]!r}. Sort the times and drop repeated ones."
+                f"{owner}: ts must be strictly increasing; got ts[{k}]={float(t[k])} >= "
+                f"ts[{k + 1}]={float(t[k + 1])}. Sort the times and drop repeated ones."
             )
     return ts
 

@@ -292,9 +292,11 @@ class Path(Distribution):
         start: ``(*lead, *batch, *state)``; xi: ``(*lead, *batch, K, k)`` with
         ``(K, k) = self.noise_shape``; returns ``(*lead, *batch, T, *state)``.
         """
-        start = self._to_internal(start)
+        start = self._to_internal(jnp.asarray(start, dtype=self.ts.dtype))
         nb = len(self.batch_shape)
-        lead = start.shape[: start.ndim - 1 - nb]
+        lead = jnp.broadcast_shapes(
+            start.shape[: max(start.ndim - 1 - nb, 0)], xi.shape[: max(xi.ndim - 2 - nb, 0)]
+        )
         start = jnp.broadcast_to(start, lead + self.batch_shape + (self.state_dim,))
         xi = jnp.broadcast_to(xi, lead + self.batch_shape + self.noise_shape)
         fields, kind, method = self._fields(), self.sde.scale_kind(self.method), self.method
