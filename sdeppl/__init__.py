@@ -13,10 +13,18 @@ path likelihood computed by a jitted JAX solver::
         sde = sp.SDE(drift=lambda t, x: theta * (mu - x), diffusion=lambda t, x: sigma)
         numpyro.sample("x", sp.Path(sde, ts, x0=dist.Normal(0.0, 1.0)), obs=x)
 
+    fit = sp.fit(ou, ts, x=data)          # BlackJAX NUTS; method="nuts" for NumPyro's
+    fit.summary(); fit.diagnostics(); fit.report("ou.html")
+
 The package is layered: :mod:`sdeppl.solvers` (pure JAX), :mod:`sdeppl.processes`
-(distributions).
+(distributions), :mod:`sdeppl.diagnostics` (ArviZ, checks, calibration),
+:mod:`sdeppl.infer` (backends, ``fit``), :mod:`sdeppl.report` and the ``sdeppl`` CLI.
 """
 
+from . import diagnostics as diagnostics
+from .infer import Fit as Fit
+from .infer import fit as fit
+from .infer import load as load
 from .processes import OU as OU
 from .processes import SDE as SDE
 from .processes import LinearSDE as LinearSDE

@@ -322,6 +322,15 @@ class Path(Distribution):
     # -- density ----------------------------------------------------------------------
     @validate_sample
     def log_prob(self, value):
+        return jnp.sum(self.pointwise_log_prob(value), axis=-1)
+
+    def pointwise_log_prob(self, value):
+        r"""Per-time terms of ``log_prob``, shape ``(*sample, *batch, T)``.
+
+        Index 0 holds $\log p_0(x_0)$ (0 for a fixed ``x0``), index ``k`` the transition
+        into ``ts[k]``; missing points hold 0 (their transition is counted at the next
+        observed point). Used for pointwise log-likelihoods (PSIS-LOO).
+        """
         if self.substeps:
             raise ValueError(
                 "Path: an observed path with substeps > 0 has latent points between the "
@@ -333,21 +342,33 @@ class Path(Distribution):
         x = jnp.broadcast_to(x, jnp.broadcast_shapes(x.shape[:-2], self.batch_shape) + x.shape[-2:])
         observed = self._observed_index(x)
         if observed is None:
-            x_prev, x_next, t0s, t1s, x_first = x[..., :-1, :], x[..., 1:, :], self.ts[:-1], self.ts[1:], x[..., 0, :]
-        else:
-            x_prev, x_next = x[..., observed[:-1], :], x[..., observed[1:], :]
-            t0s, t1s, x_first = self.ts[observed[:-1]], self.ts[observed[1:]], x[..., 0, :]
-        lp = self.transition_log_prob(x_prev, x_next, t0s, t1s)
+            observed = np.arange(self.ts.shape[0])
+        terms = self.transition_log_probs(
+            x[..., observed[:-1], :], x[..., observed[1:], :], self.ts[observed[:-1]], self.ts[observed[1:]]
+        )
         if isinstance(self.x0, Distribution):
-            lp = lp + self.x0.log_prob(self._from_internal(x_first))
-        return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
+            first = self.x0.log_prob(self._from_internal(x[..., 0, :]))
+        else:
+            first = jnp.zeros(terms.shape[:-1], terms.dtype)
+        out = jnp.zeros(terms.shape[:-1] + (self.ts.shape[0],), terms.dtype)
+        out = out.at[..., observed[1:]].set(terms).at[..., 0].set(first)
+        return jnp.where(jnp.isnan(out), -jnp.inf, out)
 
-    def transition_log_prob(self, x_prev, x_next, t0s, t1s):
-        """Sum of transition log-densities over consecutive pairs, vectorised over pairs.
+    def observed_mask(self, value) -> np.ndarray:
+        """``(T,)`` booleans: time points whose term in :meth:`pointwise_log_prob` is
+        informative (observed, and not a fixed initial state). Needs concrete data."""
+        x = self._to_internal(jnp.asarray(value, dtype=self.ts.dtype))
+        observed = self._observed_index(x)
+        mask = np.ones(self.ts.shape[0], bool) if observed is None else np.isin(np.arange(self.ts.shape[0]), observed)
+        mask[0] &= isinstance(self.x0, Distribution)
+        return mask
+
+    def transition_log_probs(self, x_prev, x_next, t0s, t1s):
+        """Transition log-densities of consecutive pairs, vectorised over pairs.
 
         Shapes
         ------
-        x_prev, x_next: ``(*lead, *batch, K, d)``; t0s, t1s: ``(K,)``; returns ``(*lead, *batch)``.
+        x_prev, x_next: ``(*lead, *batch, K, d)``; t0s, t1s: ``(K,)``; returns ``(*lead, *batch, K)``.
         """
         nb = len(self.batch_shape)
         lead = x_prev.shape[: x_prev.ndim - 2 - nb]
@@ -367,7 +388,7 @@ class Path(Distribution):
                 f"{float(np.min(np.asarray(scales))):.4g}); a diagonal diffusion is a standard "
                 "deviation and must be >= 0."
             )
-        lp = jnp.sum(gaussian_log_prob(flat_next, means, scales, kind), axis=-1)
+        lp = gaussian_log_prob(flat_next, means, scales, kind)
         return lp.reshape(lead + lp.shape[1:])
 
     def _observed_index(self, x):

@@ -1,0 +1,44 @@
+"""Timing helpers shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import jax
+
+
+class CompileSpans:
+    """Total JAX trace + lower + XLA-compile time, from ``jax.monitoring`` events.
+
+    NumPyro re-traces and re-compiles its sampler loop on every ``MCMC.run`` call, so
+    "compile excluded" wall time is measured as wall time minus these spans (merged so
+    nested spans are not double counted).
+    """
+
+    EVENTS = (
+        "/jax/core/compile/jaxpr_trace_duration",
+        "/jax/core/compile/jaxpr_to_mlir_module_duration",
+        "/jax/core/compile/backend_compile_duration",
+    )
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []
+        jax.monitoring.register_event_time_span_listener(self._listen)
+
+    def _listen(self, event, start, end, **kwargs) -> None:
+        if event in self.EVENTS:
+            self.spans.append((start, end))
+
+    def reset(self) -> None:
+        self.spans = []
+
+    def total(self) -> float:
+        total, cur_start, cur_end = 0.0, None, None
+        for start, end in sorted(self.spans):
+            if cur_end is None or start > cur_end:
+                if cur_end is not None:
+                    total += cur_end - cur_start
+                cur_start, cur_end = start, end
+            else:
+                cur_end = max(cur_end, end)
+        if cur_end is not None:
+            total += cur_end - cur_start
+        return total

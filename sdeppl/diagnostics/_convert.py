@@ -1,0 +1,115 @@
+"""Conversion of sampler output to ArviZ ``InferenceData`` with named dims and time coords."""
+
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+import arviz as az
+import numpy as np
+
+
+class PathCoords(NamedTuple):
+    """How a path-valued variable is laid out: its times and whether the state is a vector."""
+
+    ts: np.ndarray
+    scalar_state: bool
+    batch_ndim: int
+
+
+def _time_dim_names(paths: dict[str, PathCoords]) -> dict[str, str]:
+    """One shared ``time`` coordinate when all paths share their times, else ``{name}_time``."""
+    grids = [tuple(np.asarray(p.ts).round(12)) for p in paths.values()]
+    if len(set(grids)) <= 1:
+        return {name: "time" for name in paths}
+    return {name: f"{name}_time" for name in paths}
+
+
+def path_dims(name: str, shape: tuple, paths: dict[str, PathCoords], time_names: dict[str, str]):
+    """Dims of a per-draw value of variable ``name`` (shape without chain/draw), or None."""
+    base = name
+    for suffix in ("_forecast",):
+        if name.endswith(suffix):
+            base = name[: -len(suffix)]
+    if base not in paths:
+        return None
+    p = paths[base]
+    time = f"{time_names[base]}_forecast" if base != name else time_names[base]
+    tail = [time] if p.scalar_state else [time, "state"]
+    lead = [f"{name}_dim_{i}" for i in range(len(shape) - len(tail))]
+    return lead + tail
+
+
+def to_inference_data(
+    posterior: dict,
+    sample_stats: dict,
+    observed_data: dict,
+    log_likelihood: dict | None = None,
+    posterior_predictive: dict | None = None,
+    paths: dict[str, PathCoords] | None = None,
+    forecast_times: dict[str, np.ndarray] | None = None,
+    log_likelihood_times: dict[str, np.ndarray] | None = None,
+    metadata: dict | None = None,
+) -> az.InferenceData:
+    """Build an ``InferenceData`` from arrays shaped ``(chain, draw, ...)``.
+
+    Path-valued variables (posterior, predictive, observed, pointwise log-likelihood) get
+    dims ``(..., time[, state])`` with the model's times as the ``time`` coordinate;
+    forecasts get a ``time_forecast`` coordinate. ``metadata`` is stored as JSON in the
+    ``sdeppl`` attribute of every group.
+    """
+    paths = paths or {}
+    time_names = _time_dim_names(paths)
+    coords: dict[str, np.ndarray] = {}
+    for name, p in paths.items():
+        coords[time_names[name]] = np.asarray(p.ts)
+    for name, ts in (forecast_times or {}).items():
+        coords[f"{time_names[name]}_forecast"] = np.asarray(ts)
+    dims: dict[str, list[str]] = {}
+
+    def add_dims(group: dict, per_draw_offset: int):
+        for name, value in group.items():
+            d = path_dims(name, np.shape(value)[per_draw_offset:], paths, time_names)
+            if d is not None:
+                dims[name] = d
+
+    add_dims(posterior, 2)
+    add_dims(observed_data, 0)
+    if posterior_predictive:
+        add_dims(posterior_predictive, 2)
+    ll_dims = {}
+    for name, value in (log_likelihood or {}).items():
+        if log_likelihood_times and name in log_likelihood_times:
+            coord = f"{name}_obs_time"
+            coords[coord] = np.asarray(log_likelihood_times[name])
+            lead = [f"{name}_ll_dim_{i}" for i in range(np.ndim(value) - 3)]
+            ll_dims[name] = lead + [coord]
+    attrs = {"sdeppl": json.dumps(metadata or {}, default=str)}
+    idata = az.from_dict(
+        posterior={k: np.asarray(v) for k, v in posterior.items()},
+        sample_stats={k: np.asarray(v) for k, v in sample_stats.items()},
+        observed_data={k: np.asarray(v) for k, v in observed_data.items()},
+        posterior_predictive={k: np.asarray(v) for k, v in (posterior_predictive or {}).items()} or None,
+        coords=coords,
+        dims=dims,
+        attrs=attrs,
+    )
+    if log_likelihood:
+        ll = az.from_dict(
+            log_likelihood={k: np.asarray(v) for k, v in log_likelihood.items()},
+            coords=coords,
+            dims=ll_dims,
+            attrs=attrs,
+        )
+        idata.extend(ll)
+    for group in idata.groups():
+        idata[group].attrs.update(attrs)  # from_dict ignores attrs
+    return idata
+
+
+def metadata_of(idata: az.InferenceData) -> dict:
+    """The run metadata stored by :func:`to_inference_data` (empty if absent)."""
+    for group in ("posterior", "sample_stats"):
+        if hasattr(idata, group) and "sdeppl" in getattr(idata, group).attrs:
+            return json.loads(getattr(idata, group).attrs["sdeppl"])
+    return {}

@@ -1,0 +1,148 @@
+"""Convergence and fit checks with plain verdicts: ``pass``, ``warn`` or ``fail``.
+
+Each check reads only the ``InferenceData`` (sample statistics and draws), compares a
+number with documented thresholds and gives one line of advice:
+
+| check | pass | warn | fail |
+|---|---|---|---|
+| R-hat (max, rank-normalised split) | <= 1.01 | <= 1.05 | > 1.05 |
+| bulk ESS (min) | >= 100 per chain | >= 50 per chain | below |
+| tail ESS (min) | >= 100 per chain | >= 50 per chain | below |
+| divergences (after warm-up) | 0 | <= 1% of draws | > 1% |
+| E-BFMI (min over chains) | >= 0.3 | >= 0.2 | < 0.2 |
+| tree-depth saturation | < 1% of draws | < 10% | >= 10% |
+| Pareto k of PSIS-LOO (max) | <= 0.7 | <= 1.0 | > 1.0 |
+
+References: Vehtari et al. (2021) for R-hat/ESS, Betancourt (2016) for E-BFMI,
+Vehtari, Gelman & Gabry (2017) for PSIS-LOO.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import arviz as az
+import numpy as np
+import pandas as pd
+
+STATUS_ORDER = {"pass": 0, "warn": 1, "fail": 2}
+#: posterior variables left out of R-hat/ESS: standard-normal innovations are a
+#: parametrisation, the path values they produce are checked instead.
+INNOVATION_SUFFIXES = ("_noise", "_bridge")
+
+
+def _grade(value, pass_if, warn_if) -> str:
+    if pass_if(value):
+        return "pass"
+    return "warn" if warn_if(value) else "fail"
+
+
+def _checked_vars(idata) -> list[str]:
+    return [v for v in idata.posterior.data_vars if not v.endswith(INNOVATION_SUFFIXES)]
+
+
+def _worst(dataset, reduce):
+    """``(value, variable)`` of the worst entry over all variables and elements."""
+    best_value, best_name = None, None
+    for name, arr in dataset.data_vars.items():
+        values = np.asarray(arr.values, dtype=float)
+        if values.size == 0 or np.all(np.isnan(values)):
+            continue
+        v = reduce(values[~np.isnan(values)])
+        if best_value is None or reduce(np.array([v, best_value])) == v:
+            best_value, best_name = float(v), name
+    return best_value, best_name
+
+
+def check(idata: az.InferenceData, *, max_tree_depth: int | None = None) -> pd.DataFrame:
+    """Table of checks: columns ``check, value, status, advice``.
+
+    ``max_tree_depth`` enables the tree-depth check (NUTS); otherwise it is read from the
+    run metadata when present.
+    """
+    rows = []
+    chains = idata.posterior.sizes["chain"]
+    draws = idata.posterior.sizes["draw"]
+    var_names = _checked_vars(idata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rhat, rhat_var = _worst(az.rhat(idata, var_names=var_names), np.max)
+        bulk, bulk_var = _worst(az.ess(idata, var_names=var_names, method="bulk"), np.min)
+        tail, tail_var = _worst(az.ess(idata, var_names=var_names, method="tail"), np.min)
+    if chains > 1 and rhat is not None:
+        rows.append(
+            (
+                "R-hat",
+                f"{rhat:.3f} ({rhat_var})",
+                _grade(rhat, lambda v: v <= 1.01, lambda v: v <= 1.05),
+                "chains agree" if rhat <= 1.01 else "chains disagree: warm up longer, draw more, or reparametrise",
+            )
+        )
+    elif chains == 1:
+        rows.append(("R-hat", "n/a (1 chain)", "warn", "run at least 2 chains to check convergence"))
+    for label, value, var in (("bulk ESS", bulk, bulk_var), ("tail ESS", tail, tail_var)):
+        if value is None:
+            continue
+        status = _grade(value, lambda v: v >= 100 * chains, lambda v: v >= 50 * chains)
+        advice = (
+            "enough effective draws"
+            if status == "pass"
+            else "too few effective draws: draw more, or improve the parametrisation"
+        )
+        rows.append((label, f"{value:.0f} ({var})", status, advice))
+    stats = idata.sample_stats if hasattr(idata, "sample_stats") else None
+    if stats is not None and "diverging" in stats:
+        n_div = int(np.asarray(stats["diverging"]).sum())
+        frac = n_div / (chains * draws)
+        status = "pass" if n_div == 0 else ("warn" if frac <= 0.01 else "fail")
+        advice = (
+            "no divergent transitions"
+            if n_div == 0
+            else "divergences bias the posterior: raise target_accept, or reparametrise (non-centre)"
+        )
+        rows.append(("divergences", f"{n_div} ({100 * frac:.2f}%)", status, advice))
+    if stats is not None and "energy" in stats:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bfmi = float(np.min(az.bfmi(idata)))
+        status = _grade(bfmi, lambda v: v >= 0.3, lambda v: v >= 0.2)
+        advice = (
+            "momentum resampling explores the energy well"
+            if status == "pass"
+            else "low E-BFMI: heavy tails or poor adaptation; reparametrise or warm up longer"
+        )
+        rows.append(("E-BFMI", f"{bfmi:.2f}", status, advice))
+    if max_tree_depth is None:
+        from ._convert import metadata_of
+
+        max_tree_depth = metadata_of(idata).get("settings", {}).get("max_tree_depth")
+    if stats is not None and "tree_depth" in stats and max_tree_depth:
+        frac = float(np.mean(np.asarray(stats["tree_depth"]) >= max_tree_depth))
+        status = _grade(frac, lambda v: v < 0.01, lambda v: v < 0.1)
+        advice = (
+            "trajectories end by U-turn"
+            if status == "pass"
+            else "trajectories hit the maximum depth: raise max_tree_depth or reparametrise"
+        )
+        rows.append(("tree-depth saturation", f"{100 * frac:.1f}% at depth {max_tree_depth}", status, advice))
+    if hasattr(idata, "log_likelihood") and len(idata.log_likelihood.data_vars) == 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loo = az.loo(idata, pointwise=True)
+        k = np.asarray(loo.pareto_k)
+        kmax = float(np.nanmax(k))
+        status = _grade(kmax, lambda v: v <= 0.7, lambda v: v <= 1.0)
+        advice = (
+            "PSIS-LOO is reliable"
+            if status == "pass"
+            else f"{int(np.sum(k > 0.7))} observations with k > 0.7: LOO is unreliable there (influential points or misfit)"
+        )
+        rows.append(("Pareto k (LOO)", f"{kmax:.2f}", status, advice))
+    return pd.DataFrame(rows, columns=["check", "value", "status", "advice"])
+
+
+def verdict(table: pd.DataFrame) -> str:
+    """The worst status in a :func:`check` table."""
+    if table.empty:
+        return "pass"
+    return max(table["status"], key=STATUS_ORDER.__getitem__)

@@ -1,0 +1,173 @@
+"""A NumPyro model seen by samplers as a log-density on a flat unconstrained vector."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jax.flatten_util import ravel_pytree
+from numpyro.distributions import ExpandedDistribution
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer.util import constrain_fn, potential_energy
+from numpyro.primitives import Messenger
+
+from ..processes import Path, reparam_paths
+
+
+class SiteInfo(NamedTuple):
+    """Static description of one sample site of the model."""
+
+    name: str
+    shape: tuple
+    observed: bool
+    discrete: bool
+    path: Path | None  # the Path behind the site, if any (for time coordinates)
+    value: np.ndarray | None  # observed sites: the concrete observed value
+
+
+class unobserve(Messenger):
+    """Handler that samples observed sites afresh (posterior predictive)."""
+
+    def process_message(self, msg):
+        if msg["type"] == "sample" and msg["is_observed"]:
+            msg["value"] = None
+            msg["is_observed"] = False
+
+
+def _as_path(fn):
+    if isinstance(fn, ExpandedDistribution) and isinstance(fn.base_dist, Path):
+        return fn.base_dist
+    return fn if isinstance(fn, Path) else None
+
+
+def inspect_model(model, args, kwargs) -> dict[str, SiteInfo]:
+    """Sample sites of ``model`` with their static shapes, found by an abstract trace.
+
+    The trace runs under ``jax.eval_shape``: nothing is compiled or computed, but the
+    process primitives' eager checks on concrete data still run.
+    """
+    sites: dict[str, SiteInfo] = {}
+
+    def run():
+        tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(*args, **kwargs)
+        for name, site in tr.items():
+            if site["type"] != "sample":
+                continue
+            fn = site["fn"]
+            value = site["value"]
+            concrete = site["is_observed"] and not isinstance(value, jax.core.Tracer)
+            sites[name] = SiteInfo(
+                name,
+                tuple(jnp.shape(site["value"])),
+                bool(site["is_observed"]),
+                bool(fn.support.is_discrete) if hasattr(fn, "support") else False,
+                _as_path(fn),
+                np.asarray(value) if concrete else None,
+            )
+        return 0
+
+    jax.eval_shape(run)
+    return sites
+
+
+class ModelAdapter:
+    """Flat unconstrained view of a NumPyro model for the samplers.
+
+    ``reparam=True`` applies :func:`sdeppl.reparam_paths` (non-centred latent paths, data
+    augmentation). The log-density is NumPyro's ``potential_energy`` (supports depending
+    on other sites are handled), the constrained draws come from ``constrain_fn``.
+    """
+
+    def __init__(self, model, args=(), kwargs=None, *, reparam: bool = True):
+        self.raw_model = model
+        self.model = reparam_paths(model) if reparam else model
+        self.args, self.kwargs = tuple(args), dict(kwargs or {})
+        self.sites = inspect_model(self.model, self.args, self.kwargs)
+        self.path_sites = inspect_model(model, self.args, self.kwargs)
+        latent = {n: s for n, s in self.sites.items() if not s.observed}
+        discrete = [n for n, s in latent.items() if s.discrete]
+        if discrete:
+            raise ValueError(
+                f"fit: latent site(s) {discrete} are discrete; gradient-based samplers need "
+                "continuous latent variables. Marginalise them in the model, or use "
+                "method='nuts' (NumPyro NUTS enumerates discrete sites)."
+            )
+        if not latent:
+            raise ValueError("fit: the model has no latent sample sites; there is nothing to infer.")
+        self.latent_names = tuple(latent)
+        self._unravel = None
+
+    def _prototype(self):
+        """Unconstrained zeros with the right shapes, from an abstract trace."""
+
+        def run():
+            tr = numpyro.handlers.trace(numpyro.handlers.seed(self.model, 0)).get_trace(*self.args, **self.kwargs)
+            return {
+                n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"]) for n in self.latent_names
+            }
+
+        shapes = jax.eval_shape(run)
+        return {n: jnp.zeros(s.shape, s.dtype) for n, s in shapes.items()}
+
+    @property
+    def unravel(self):
+        if self._unravel is None:
+            flat, self._unravel = ravel_pytree(self._prototype())
+            self.dim = flat.shape[0]
+            self.dtype = flat.dtype
+        return self._unravel
+
+    def logdensity(self, z):
+        """Log joint density (with Jacobians) at a flat unconstrained position ``(dim,)``."""
+        return -potential_energy(self.model, self.args, self.kwargs, self.unravel(z))
+
+    def constrain(self, z):
+        """Constrained values of latent and deterministic sites at ``z``."""
+        return constrain_fn(self.model, self.args, self.kwargs, self.unravel(z), return_deterministic=True)
+
+    def initial_position(self, key, radius: float = 2.0, max_tries: int = 100):
+        """A uniform draw in ``[-radius, radius]^dim`` (unconstrained) with finite density.
+
+        Runs inside ``jit``; gives up after ``max_tries`` (the sampler then reports the
+        non-finite start in its statistics).
+        """
+        dim, dtype = self.dim_and_dtype()
+
+        def draw(key):
+            return jax.random.uniform(key, (dim,), dtype, -radius, radius)
+
+        def cond(carry):
+            i, _, z = carry
+            return (i < max_tries) & ~jnp.isfinite(self.logdensity(z))
+
+        def body(carry):
+            i, key, _ = carry
+            key, sub = jax.random.split(key)
+            return i + 1, key, draw(sub)
+
+        key, sub = jax.random.split(key)
+        _, _, z = jax.lax.while_loop(cond, body, (0, key, draw(sub)))
+        return z
+
+    def trace_value(self, name):
+        """The concrete observed value of site ``name``."""
+        value = self.sites[name].value
+        if value is None:
+            raise ValueError(f"fit: the observed value of site {name!r} is not concrete.")
+        return value
+
+    def dim_and_dtype(self):
+        self.unravel  # noqa: B018 - computes dim and dtype
+        return self.dim, self.dtype
+
+    def names_and_shapes(self):
+        """Constrained latent/deterministic sites and their shapes (abstractly)."""
+        dim, dtype = self.dim_and_dtype()
+        return jax.eval_shape(self.constrain, jax.ShapeDtypeStruct((dim,), dtype))
+
+
+def as_numpy(tree):
+    return jax.tree_util.tree_map(np.asarray, tree)

@@ -1,0 +1,94 @@
+"""The result of :func:`sdeppl.fit`: an ArviZ ``InferenceData`` with checks, saving and a report."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import arviz as az
+import pandas as pd
+
+from ..diagnostics import check, metadata_of, verdict
+
+
+class Fit:
+    """Posterior draws and everything needed to judge and report them.
+
+    Attributes
+    ----------
+    idata: ``arviz.InferenceData`` with groups ``posterior``, ``sample_stats``,
+        ``observed_data``, ``log_likelihood`` and, on request, ``posterior_predictive``
+        (including ``{path}_forecast`` variables). Path variables have dims
+        ``(..., time[, state])`` with the model's times as coordinate.
+    metadata: run metadata (backend, settings, seed, versions, wall time).
+    """
+
+    def __init__(self, idata: az.InferenceData):
+        self.idata = idata
+
+    @property
+    def metadata(self) -> dict:
+        return metadata_of(self.idata)
+
+    def parameter_names(self) -> list[str]:
+        """Posterior variables of at most 16 values per draw (parameters, not paths)."""
+        post = self.idata.posterior
+        return [
+            name
+            for name, arr in post.data_vars.items()
+            if arr.size // (post.sizes["chain"] * post.sizes["draw"]) <= 16
+        ]
+
+    def summary(self, var_names=None, **kwargs) -> pd.DataFrame:
+        """``arviz.summary`` of the parameters (or of ``var_names``)."""
+        return az.summary(self.idata, var_names=var_names or self.parameter_names(), **kwargs)
+
+    def diagnostics(self) -> pd.DataFrame:
+        """Checks with ``pass``/``warn``/``fail`` and advice (see :mod:`sdeppl.diagnostics`)."""
+        return check(self.idata)
+
+    @property
+    def verdict(self) -> str:
+        """The worst status of :meth:`diagnostics`."""
+        return verdict(self.diagnostics())
+
+    def save(self, path) -> str:
+        """Write the ``InferenceData`` to NetCDF atomically and return the path.
+
+        The file is written next to its destination and renamed into place, so a crash
+        never leaves a truncated file over a previous result.
+        """
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".sdeppl-", suffix=".nc.part", dir=directory)
+        os.close(fd)
+        try:
+            self.idata.to_netcdf(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return path
+
+    def report(self, path, *, title: str | None = None) -> str:
+        """Write the self-contained HTML uncertainty report (see :mod:`sdeppl.report`)."""
+        from ..report import write_report  # the report layer sits above inference
+
+        return write_report(self, path, title=title)
+
+    def __repr__(self) -> str:
+        meta = self.metadata
+        post = self.idata.posterior
+        return (
+            f"Fit(backend={meta.get('backend')!r}, chains={post.sizes['chain']}, "
+            f"draws={post.sizes['draw']}, variables={list(post.data_vars)[:6]})"
+        )
+
+
+def load(path) -> Fit:
+    """Load a :class:`Fit` saved with :meth:`Fit.save`."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"load: no such file {os.fspath(path)!r}.")
+    return Fit(az.from_netcdf(path))

@@ -1,0 +1,411 @@
+"""``sdeppl.fit``: one call from a NumPyro model to an ArviZ-backed :class:`Fit`."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from importlib.metadata import version
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+from numpyro.infer import MCMC, NUTS, Predictive
+
+from ..diagnostics._convert import PathCoords, to_inference_data
+from ..processes import Path, reparam_paths
+from ._model import ModelAdapter, unobserve
+from ._result import Fit
+from .hmc import SamplerStats, _progress_callback, run_mclmc, run_nuts
+
+METHODS = ("blackjax", "nuts", "mclmc")
+CHAIN_METHODS = ("auto", "sequential", "vectorized")
+_CACHE_ENV = "SDEPPL_COMPILATION_CACHE"
+
+
+def enable_compilation_cache(path: str | None = None) -> str | None:
+    """Turn on JAX's persistent compilation cache (once; respects a user's own setting).
+
+    The cache lives in ``$SDEPPL_COMPILATION_CACHE`` or ``~/.cache/sdeppl/jax``; set
+    ``SDEPPL_COMPILATION_CACHE=off`` to disable it. Repeated runs of the same model on the
+    same data then skip XLA compilation. Returns the directory in use (or None).
+    """
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return current
+    path = path or os.environ.get(_CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "sdeppl", "jax"
+    )
+    if path.lower() in ("off", "0", "none", ""):
+        return None
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"fit: {name} must be an int >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def _map_chains(one_chain, keys, positions, chain_method: str):
+    """Run ``one_chain(key, position, chain_id)`` for every chain.
+
+    Chains are split across local devices (``shard_map``) when there are several, and
+    within a device run sequentially (``lax.map``: no lock-step waste when trajectories
+    differ, the CPU default) or vectorised (``vmap``: the accelerator default).
+    """
+    num_chains = keys.shape[0]
+    ids = jnp.arange(num_chains)
+    if chain_method == "auto":
+        chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
+
+    def local(keys, positions, ids):
+        if chain_method == "vectorized":
+            return jax.vmap(one_chain)(keys, positions, ids)
+        return jax.lax.map(lambda a: one_chain(*a), (keys, positions, ids))
+
+    devices = jax.local_devices()
+    num_devices = max(d for d in range(1, len(devices) + 1) if num_chains % d == 0)
+    if num_devices > 1:
+        mesh = Mesh(np.asarray(devices[:num_devices]), ("chain",))
+        spec = P("chain")
+        local = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)
+    return jax.jit(local)(keys, positions, ids)
+
+
+def _run_blackjax(adapter, key, settings, progress):
+    num_chains = settings["chains"]
+    key_init, key_run = jax.random.split(key)
+    init_keys = jax.random.split(key_init, num_chains)
+    run_keys = jax.random.split(key_run, num_chains)
+    total = settings["warmup"] + settings["samples"]
+    method = settings["method"]
+    label = "MCLMC" if method == "mclmc" else "NUTS"
+    callback = _progress_callback(label, total, num_chains, progress)
+
+    def one_chain(key_i, init_key, chain_id):
+        position = adapter.initial_position(init_key)
+        if method == "mclmc":
+            return run_mclmc(
+                key_i,
+                adapter.logdensity,
+                position,
+                num_warmup=settings["warmup"],
+                num_samples=settings["samples"],
+                thinning=settings["thinning"],
+                progress=callback,
+                chain_id=chain_id,
+            )
+        return run_nuts(
+            key_i,
+            adapter.logdensity,
+            position,
+            num_warmup=settings["warmup"],
+            num_samples=settings["samples"],
+            thinning=settings["thinning"],
+            target_accept=settings["target_accept"],
+            max_tree_depth=settings["max_tree_depth"],
+            dense_mass=settings["dense_mass"],
+            progress=callback,
+            chain_id=chain_id,
+        )
+
+    draws, stats, tuning = _map_chains(one_chain, run_keys, init_keys, settings["chain_method"])
+    constrained = jax.jit(jax.vmap(jax.vmap(adapter.constrain)))(draws)
+    stats = {k: np.asarray(v) for k, v in stats._asdict().items()}
+    return constrained, stats, {k: np.asarray(v) for k, v in tuning.items()}
+
+
+def _run_numpyro(adapter, key, settings, progress):
+    kernel = NUTS(
+        adapter.model,
+        target_accept_prob=settings["target_accept"],
+        max_tree_depth=settings["max_tree_depth"],
+        dense_mass=settings["dense_mass"],
+    )
+    chain_method = "parallel" if jax.local_device_count() >= settings["chains"] else "sequential"
+    mcmc = MCMC(
+        kernel,
+        num_warmup=settings["warmup"],
+        num_samples=settings["samples"],
+        num_chains=settings["chains"],
+        thinning=settings["thinning"],
+        chain_method=chain_method,
+        progress_bar=progress,
+    )
+    mcmc.run(
+        key,
+        *adapter.args,
+        extra_fields=("diverging", "num_steps", "accept_prob", "energy", "potential_energy", "adapt_state.step_size"),
+        **adapter.kwargs,
+    )
+    constrained = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    stats = SamplerStats(
+        diverging=extra["diverging"],
+        tree_depth=np.floor(np.log2(extra["num_steps"] + 1)).astype(np.int32),
+        n_steps=extra["num_steps"],
+        acceptance_rate=extra["accept_prob"],
+        energy=extra["energy"],
+        lp=-extra["potential_energy"],
+        step_size=extra["adapt_state.step_size"],
+    )
+    return constrained, {k: np.asarray(v) for k, v in stats._asdict().items()}, {}
+
+
+def _path_coords(adapter) -> dict[str, PathCoords]:
+    return {
+        name: PathCoords(np.asarray(site.path.ts), site.path.scalar_state, len(site.path.batch_shape))
+        for name, site in adapter.path_sites.items()
+        if site.path is not None
+    }
+
+
+def _flat_draws(samples: dict):
+    """``(chain, draw, ...)`` -> ``(chain * draw, ...)`` and the leading shape."""
+    lead = next(iter(samples.values())).shape[:2]
+    return {k: jnp.reshape(v, (-1,) + v.shape[2:]) for k, v in samples.items()}, lead
+
+
+def _trace_observed(model, args, kwargs, draw):
+    tr = numpyro.handlers.trace(
+        numpyro.handlers.substitute(numpyro.handlers.seed(model, 0), data=draw)
+    ).get_trace(*args, **kwargs)
+    return {n: s for n, s in tr.items() if s["type"] == "sample" and s["is_observed"]}
+
+
+def pointwise_log_likelihood(adapter, samples: dict):
+    """Pointwise log-likelihood of every observed site, ``(chain, draw, ...)``.
+
+    A path site contributes one term per observed time (PSIS-LOO then leaves out one
+    transition at a time, the usual choice for Markov time series); other sites their
+    NumPyro batch shape. Returns ``(values, times)`` where ``times[name]`` are the
+    times kept for path sites.
+    """
+    flat, lead = _flat_draws(samples)
+    observed = adapter.sites
+    masks, times = {}, {}
+    for name, site in adapter.path_sites.items():
+        if site.observed and site.path is not None and not site.path.substeps:
+            value = adapter.trace_value(name)
+            masks[name] = site.path.observed_mask(value)
+            times[name] = np.asarray(site.path.ts)[masks[name]]
+
+    def one(draw):
+        sites = _trace_observed(adapter.model, adapter.args, adapter.kwargs, draw)
+        out = {}
+        for name, site in sites.items():
+            fn = site["fn"]
+            base = fn.base_dist if isinstance(fn, numpyro.distributions.ExpandedDistribution) else fn
+            if name in masks and isinstance(base, Path):
+                pointwise = base.pointwise_log_prob(site["value"])
+                pointwise = jnp.broadcast_to(pointwise, fn.batch_shape + pointwise.shape[-1:])
+                out[name] = pointwise[..., masks[name]]
+            else:
+                out[name] = fn.log_prob(site["value"])
+        return out
+
+    del observed
+    values = jax.jit(jax.vmap(one))(flat)
+    return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()}, times
+
+
+def posterior_predictive_draws(adapter, samples: dict, key):
+    """Fresh draws of every observed site given each posterior draw, ``(chain, draw, ...)``."""
+    flat, lead = _flat_draws(samples)
+    model = reparam_paths(unobserve(adapter.raw_model))
+    names = [n for n, s in adapter.sites.items() if s.observed]
+    predictive = Predictive(model, posterior_samples=flat, return_sites=names)
+    out = predictive(key, *adapter.args, **adapter.kwargs)
+    return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in out.items()}
+
+
+def forecast_draws(adapter, samples: dict, key, horizon: float, num_steps: int):
+    """Paths continued beyond the last time of every path site, one per posterior draw.
+
+    Each path site is restarted at its last value (observed, or latent from the draw)
+    and simulated with its own SDE and method on ``num_steps`` equal steps to
+    ``t_last + horizon``. Returns ``({name}_forecast: (chain, draw, ..., num_steps[, d]),
+    times)``.
+    """
+    flat, lead = _flat_draws(samples)
+    path_names = [n for n, s in adapter.path_sites.items() if s.path is not None]
+    if not path_names:
+        return {}, {}
+    times = {}
+    for name in path_names:
+        t_last = float(adapter.path_sites[name].path.ts[-1])
+        times[name] = t_last + horizon * np.arange(1, num_steps + 1) / num_steps
+
+    def one(draw, key):
+        tr = numpyro.handlers.trace(
+            numpyro.handlers.substitute(numpyro.handlers.seed(adapter.raw_model, 0), data=draw)
+        ).get_trace(*adapter.args, **adapter.kwargs)
+        out = {}
+        for i, name in enumerate(path_names):
+            fn = tr[name]["fn"]
+            path = fn.base_dist if isinstance(fn, numpyro.distributions.ExpandedDistribution) else fn
+            value = draw.get(name, tr[name]["value"])
+            state_ndim = 0 if path.scalar_state else 1
+            last = value[..., -1] if path.scalar_state else value[..., -1, :]
+            ts = jnp.concatenate([path.ts[-1:], jnp.asarray(times[name], path.ts.dtype)])
+            future = Path(path.sde, ts, x0=jnp.zeros(path._state_shape, path.ts.dtype), method=path.method, substeps=path.substeps)
+            batch = jnp.shape(last)[: jnp.ndim(last) - state_ndim]
+            xi = jax.random.normal(jax.random.fold_in(key, i), batch + future.noise_shape, path.ts.dtype)
+            continued = future.transform_noise(last, xi)
+            out[f"{name}_forecast"] = continued[..., 1:] if path.scalar_state else continued[..., 1:, :]
+        return out
+
+    keys = jax.random.split(key, next(iter(flat.values())).shape[0])
+    values = jax.jit(jax.vmap(one))(flat, keys)
+    return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()}, times
+
+
+def fit(
+    model,
+    *args,
+    method: str = "blackjax",
+    chains: int = 4,
+    warmup: int = 1000,
+    samples: int = 1000,
+    thinning: int = 1,
+    seed: int = 0,
+    target_accept: float = 0.8,
+    max_tree_depth: int = 10,
+    dense_mass: bool = False,
+    chain_method: str = "auto",
+    posterior_predictive: bool = False,
+    forecast: dict | None = None,
+    log_likelihood: bool = True,
+    progress: bool = True,
+    compilation_cache: bool = True,
+    **kwargs,
+) -> Fit:
+    """Fit a NumPyro model by MCMC and return a :class:`~sdeppl.Fit`.
+
+    Parameters
+    ----------
+    model
+        A NumPyro model; ``*args`` and ``**kwargs`` (all keywords not listed here) are
+        passed to it. :class:`~sdeppl.Path` sites are reparametrised by
+        :func:`~sdeppl.reparam_paths` (non-centred latent paths, data augmentation).
+    method
+        ``"blackjax"`` (default): BlackJAX NUTS with Stan's window adaptation, warm-up
+        and sampling fused in one compiled program. ``"nuts"``: NumPyro's NUTS, the
+        reference implementation (also for models with enumerated discrete sites).
+        ``"mclmc"``: BlackJAX's microcanonical Langevin sampler with automatic tuning
+        and a Metropolis adjustment-free step (fast on long latent paths; its draws are
+        asymptotically biased by a controlled energy error, see the docs).
+    chains, warmup, samples, thinning, seed
+        Number of chains, warm-up iterations, sampling iterations per chain, thinning,
+        and the seed (same seed, same draws).
+    target_accept, max_tree_depth, dense_mass
+        NUTS settings.
+    chain_method
+        ``"auto"`` (sequential within a device on CPU, vectorised on accelerators),
+        ``"sequential"`` or ``"vectorized"``. Chains are split across devices when
+        several exist.
+    posterior_predictive
+        Also draw every observed site afresh for each posterior draw.
+    forecast
+        ``{"horizon": h, "steps": n}``: continue every path ``n`` equal steps to its last
+        time plus ``h``, for each posterior draw (group ``posterior_predictive``,
+        variables ``{name}_forecast``).
+    log_likelihood
+        Store pointwise log-likelihoods (for LOO/WAIC and the Pareto-k check).
+    progress
+        Show progress bars.
+    compilation_cache
+        Use JAX's persistent compilation cache (see :func:`enable_compilation_cache`).
+
+    Returns
+    -------
+    :class:`~sdeppl.Fit`
+
+    Raises
+    ------
+    ValueError
+        For an unknown method or chain method, non-positive counts, or a model without
+        continuous latent sites.
+    """
+    if method not in METHODS:
+        raise ValueError(f"fit: unknown method {method!r}; expected one of {METHODS}.")
+    if chain_method not in CHAIN_METHODS:
+        raise ValueError(f"fit: chain_method must be one of {CHAIN_METHODS}; got {chain_method!r}.")
+    settings = {
+        "method": method,
+        "chains": _check_int("chains", chains, 1),
+        "warmup": _check_int("warmup", warmup, 0),
+        "samples": _check_int("samples", samples, 1),
+        "thinning": _check_int("thinning", thinning, 1),
+        "seed": _check_int("seed", seed, 0),
+        "target_accept": float(target_accept),
+        "max_tree_depth": _check_int("max_tree_depth", max_tree_depth, 1),
+        "dense_mass": bool(dense_mass),
+        "chain_method": chain_method,
+    }
+    if not 0.0 < settings["target_accept"] < 1.0:
+        raise ValueError(f"fit: target_accept must be in (0, 1); got {target_accept!r}.")
+    if settings["samples"] < settings["thinning"]:
+        raise ValueError(f"fit: samples ({samples}) must be >= thinning ({thinning}).")
+    if forecast is not None:
+        if not isinstance(forecast, dict) or set(forecast) - {"horizon", "steps"} or "horizon" not in forecast:
+            raise ValueError(f"fit: forecast must be a dict {{'horizon': float, 'steps': int}}; got {forecast!r}.")
+        if not float(forecast["horizon"]) > 0:
+            raise ValueError(f"fit: forecast horizon must be > 0; got {forecast['horizon']!r}.")
+    cache_dir = enable_compilation_cache() if compilation_cache else None
+
+    start = time.perf_counter()
+    adapter = ModelAdapter(model, args, kwargs)
+    key = jax.random.key(settings["seed"])
+    key_run, key_pp, key_fc = jax.random.split(key, 3)
+    if method == "nuts":
+        constrained, stats, tuning = _run_numpyro(adapter, key_run, settings, progress)
+    else:
+        constrained, stats, tuning = _run_blackjax(adapter, key_run, settings, progress)
+    sampling_s = time.perf_counter() - start
+    samples_by_chain = {k: jnp.asarray(v) for k, v in constrained.items()}
+    observed = {n: np.asarray(adapter.trace_value(n)) for n, s in adapter.sites.items() if s.observed}
+    log_lik, ll_times = pointwise_log_likelihood(adapter, samples_by_chain) if log_likelihood and observed else ({}, {})
+    predictive = posterior_predictive_draws(adapter, samples_by_chain, key_pp) if posterior_predictive and observed else {}
+    forecast_times = {}
+    if forecast is not None:
+        values, forecast_times = forecast_draws(
+            adapter, samples_by_chain, key_fc, float(forecast["horizon"]), int(forecast.get("steps", 10))
+        )
+        predictive.update(values)
+    wall_s = time.perf_counter() - start
+    metadata = {
+        "backend": method,
+        "settings": settings,
+        "seed": settings["seed"],
+        "wall_time_s": round(wall_s, 3),
+        "sampling_time_s": round(sampling_s, 3),
+        "model": getattr(model, "__name__", type(model).__name__),
+        "devices": [str(d) for d in jax.local_devices()],
+        "compilation_cache": cache_dir,
+        "tuning": {k: np.asarray(v).tolist() for k, v in tuning.items() if np.size(v) <= 64},
+        "versions": {
+            "python": platform.python_version(),
+            **{pkg: version(pkg) for pkg in ("sdeppl", "jax", "numpyro", "blackjax", "arviz")},
+        },
+    }
+    idata = to_inference_data(
+        posterior=constrained,
+        sample_stats=stats,
+        observed_data=observed,
+        log_likelihood=log_lik,
+        posterior_predictive=predictive,
+        paths=_path_coords(adapter),
+        forecast_times=forecast_times,
+        log_likelihood_times=ll_times,
+        metadata=metadata,
+    )
+    return Fit(idata)

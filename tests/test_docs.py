@@ -1,0 +1,24 @@
+"""Every Python code block in docs/ runs (blocks of one page share a namespace)."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+PAGES = sorted(DOCS.glob("*.md"))
+
+
+def code_blocks(page: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+
+
+def test_docs_have_pages():
+    assert PAGES
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_page_examples_run(page):
+    namespace = {"__name__": f"docs_{page.stem}"}
+    for block in code_blocks(page):
+        exec(compile(block, str(page), "exec"), namespace)
