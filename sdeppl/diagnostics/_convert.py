@@ -28,13 +28,13 @@ def _time_dim_names(paths: dict[str, PathCoords]) -> dict[str, str]:
 def path_dims(name: str, shape: tuple, paths: dict[str, PathCoords], time_names: dict[str, str]):
     """Dims of a per-draw value of variable ``name`` (shape without chain/draw), or None."""
     base = name
-    for suffix in ("_forecast",):
+    for suffix in ("_forecast", "_one_step"):
         if name.endswith(suffix):
             base = name[: -len(suffix)]
     if base not in paths:
         return None
     p = paths[base]
-    time = f"{time_names[base]}_forecast" if base != name else time_names[base]
+    time = f"{time_names[base]}_forecast" if name.endswith("_forecast") else time_names[base]
     tail = [time] if p.scalar_state else [time, "state"]
     lead = [f"{name}_dim_{i}" for i in range(len(shape) - len(tail))]
     return lead + tail

@@ -17,6 +17,16 @@ from numpyro.primitives import Messenger
 from ..processes import Path, reparam_paths
 
 
+class PathInfo(NamedTuple):
+    """Static description of a :class:`~sdeppl.Path` site (no arrays from the trace)."""
+
+    ts: np.ndarray | None  # concrete times, or None if they were traced
+    scalar_state: bool
+    batch_ndim: int
+    substeps: int
+    fixed_x0: bool
+
+
 class SiteInfo(NamedTuple):
     """Static description of one sample site of the model."""
 
@@ -24,7 +34,7 @@ class SiteInfo(NamedTuple):
     shape: tuple
     observed: bool
     discrete: bool
-    path: Path | None  # the Path behind the site, if any (for time coordinates)
+    path: PathInfo | None  # set for Path sites (time coordinates, forecasts)
     value: np.ndarray | None  # observed sites: the concrete observed value
 
 
@@ -41,6 +51,14 @@ def _as_path(fn):
     if isinstance(fn, ExpandedDistribution) and isinstance(fn.base_dist, Path):
         return fn.base_dist
     return fn if isinstance(fn, Path) else None
+
+
+def _path_info(fn) -> PathInfo | None:
+    path = _as_path(fn)
+    if path is None:
+        return None
+    ts = None if isinstance(path.ts, jax.core.Tracer) else np.asarray(path.ts)
+    return PathInfo(ts, path.scalar_state, len(fn.batch_shape), path.substeps, not isinstance(path.x0, numpyro.distributions.Distribution))
 
 
 def inspect_model(model, args, kwargs) -> dict[str, SiteInfo]:
@@ -64,7 +82,7 @@ def inspect_model(model, args, kwargs) -> dict[str, SiteInfo]:
                 tuple(jnp.shape(site["value"])),
                 bool(site["is_observed"]),
                 bool(fn.support.is_discrete) if hasattr(fn, "support") else False,
-                _as_path(fn),
+                _path_info(fn),
                 np.asarray(value) if concrete else None,
             )
         return 0

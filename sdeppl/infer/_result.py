@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import arviz as az
 import pandas as pd
 
+from .._io import atomic_write
 from ..diagnostics import check, metadata_of, verdict
 
 
@@ -58,19 +58,7 @@ class Fit:
         The file is written next to its destination and renamed into place, so a crash
         never leaves a truncated file over a previous result.
         """
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".sdeppl-", suffix=".nc.part", dir=directory)
-        os.close(fd)
-        try:
-            self.idata.to_netcdf(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        return path
+        return atomic_write(path, self.idata.to_netcdf, suffix=".nc")
 
     def report(self, path, *, title: str | None = None) -> str:
         """Write the self-contained HTML uncertainty report (see :mod:`sdeppl.report`)."""
@@ -92,3 +80,4 @@ def load(path) -> Fit:
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: no such file {os.fspath(path)!r}.")
     return Fit(az.from_netcdf(path))
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from importlib.metadata import version
 
@@ -46,6 +47,12 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+def _model_name(model) -> str:
+    name = getattr(model, "__name__", type(model).__name__)
+    module = getattr(model, "__module__", "") or ""
+    return f"{module}.{name}" if name == "model" and module not in ("", "__main__") else name
 
 
 def _check_int(name, value, minimum):
@@ -117,6 +124,8 @@ def _run_blackjax(adapter, key, settings, progress):
             chain_id=chain_id,
         )
 
+    if progress:
+        print(f"sdeppl: compiling the {label} sampler (cached for later runs)...", file=sys.stderr, flush=True)
     draws, stats, tuning = _map_chains(one_chain, run_keys, init_keys, settings["chain_method"])
     constrained = jax.jit(jax.vmap(jax.vmap(adapter.constrain)))(draws)
     stats = {k: np.asarray(v) for k, v in stats._asdict().items()}
@@ -162,10 +171,21 @@ def _run_numpyro(adapter, key, settings, progress):
 
 def _path_coords(adapter) -> dict[str, PathCoords]:
     return {
-        name: PathCoords(np.asarray(site.path.ts), site.path.scalar_state, len(site.path.batch_shape))
+        name: PathCoords(site.path.ts, site.path.scalar_state, site.path.batch_ndim)
         for name, site in adapter.path_sites.items()
-        if site.path is not None
+        if site.path is not None and site.path.ts is not None
     }
+
+
+def _informative_times(info, value) -> np.ndarray:
+    """``(T,)`` mask of the times whose log-likelihood term depends on parameters:
+    observed points, and the first one only when ``x0`` is a distribution."""
+    finite = np.isfinite(np.asarray(value, dtype=float))
+    if not info.scalar_state:
+        finite = finite.all(axis=-1)
+    mask = finite.reshape(-1, finite.shape[-1]).all(axis=0)
+    mask[0] &= not info.fixed_x0
+    return mask
 
 
 def _flat_draws(samples: dict):
@@ -193,10 +213,9 @@ def pointwise_log_likelihood(adapter, samples: dict):
     observed = adapter.sites
     masks, times = {}, {}
     for name, site in adapter.path_sites.items():
-        if site.observed and site.path is not None and not site.path.substeps:
-            value = adapter.trace_value(name)
-            masks[name] = site.path.observed_mask(value)
-            times[name] = np.asarray(site.path.ts)[masks[name]]
+        if site.observed and site.path is not None and not site.path.substeps and site.path.ts is not None:
+            masks[name] = _informative_times(site.path, adapter.trace_value(name))
+            times[name] = site.path.ts[masks[name]]
 
     def one(draw):
         sites = _trace_observed(adapter.model, adapter.args, adapter.kwargs, draw)
@@ -227,6 +246,30 @@ def posterior_predictive_draws(adapter, samples: dict, key):
     return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in out.items()}
 
 
+def one_step_predictive_draws(adapter, samples: dict, key):
+    """One-step-ahead predictive draws of every observed path site (``{name}_one_step``)."""
+    names = [
+        n for n, s in adapter.path_sites.items() if s.observed and s.path is not None and not s.path.substeps
+    ]
+    if not names:
+        return {}
+    flat, lead = _flat_draws(samples)
+
+    def one(draw, key):
+        sites = _trace_observed(adapter.model, adapter.args, adapter.kwargs, draw)
+        out = {}
+        for i, name in enumerate(names):
+            fn = sites[name]["fn"]
+            path = fn.base_dist if isinstance(fn, numpyro.distributions.ExpandedDistribution) else fn
+            value = jnp.broadcast_to(sites[name]["value"], fn.batch_shape + fn.event_shape)
+            out[f"{name}_one_step"] = path.one_step_sample(jax.random.fold_in(key, i), value)
+        return out
+
+    keys = jax.random.split(key, next(iter(flat.values())).shape[0])
+    values = jax.jit(jax.vmap(one))(flat, keys)
+    return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()}
+
+
 def forecast_draws(adapter, samples: dict, key, horizon: float, num_steps: int):
     """Paths continued beyond the last time of every path site, one per posterior draw.
 
@@ -236,7 +279,7 @@ def forecast_draws(adapter, samples: dict, key, horizon: float, num_steps: int):
     times)``.
     """
     flat, lead = _flat_draws(samples)
-    path_names = [n for n, s in adapter.path_sites.items() if s.path is not None]
+    path_names = [n for n, s in adapter.path_sites.items() if s.path is not None and s.path.ts is not None]
     if not path_names:
         return {}, {}
     times = {}
@@ -286,6 +329,7 @@ def fit(
     log_likelihood: bool = True,
     progress: bool = True,
     compilation_cache: bool = True,
+    model_kwargs: dict | None = None,
     **kwargs,
 ) -> Fit:
     """Fit a NumPyro model by MCMC and return a :class:`~sdeppl.Fit`.
@@ -313,7 +357,9 @@ def fit(
         ``"sequential"`` or ``"vectorized"``. Chains are split across devices when
         several exist.
     posterior_predictive
-        Also draw every observed site afresh for each posterior draw.
+        Also draw every observed site afresh for each posterior draw, and for observed
+        paths the one-step-ahead predictive ``{name}_one_step`` (each transition from
+        the previous observation: the natural residual check for time series).
     forecast
         ``{"horizon": h, "steps": n}``: continue every path ``n`` equal steps to its last
         time plus ``h``, for each posterior draw (group ``posterior_predictive``,
@@ -324,6 +370,9 @@ def fit(
         Show progress bars.
     compilation_cache
         Use JAX's persistent compilation cache (see :func:`enable_compilation_cache`).
+    model_kwargs
+        Keyword arguments for the model whose names clash with the options above (e.g. a
+        model argument called ``method``); merged with ``**kwargs``.
 
     Returns
     -------
@@ -337,6 +386,10 @@ def fit(
     """
     if method not in METHODS:
         raise ValueError(f"fit: unknown method {method!r}; expected one of {METHODS}.")
+    clash = set(kwargs) & set(model_kwargs or {})
+    if clash:
+        raise ValueError(f"fit: model keyword(s) {sorted(clash)} given both in model_kwargs and directly.")
+    kwargs = {**kwargs, **(model_kwargs or {})}
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"fit: chain_method must be one of {CHAIN_METHODS}; got {chain_method!r}.")
     settings = {
@@ -374,7 +427,11 @@ def fit(
     samples_by_chain = {k: jnp.asarray(v) for k, v in constrained.items()}
     observed = {n: np.asarray(adapter.trace_value(n)) for n, s in adapter.sites.items() if s.observed}
     log_lik, ll_times = pointwise_log_likelihood(adapter, samples_by_chain) if log_likelihood and observed else ({}, {})
-    predictive = posterior_predictive_draws(adapter, samples_by_chain, key_pp) if posterior_predictive and observed else {}
+    predictive = {}
+    if posterior_predictive and observed:
+        key_pp, key_one_step = jax.random.split(key_pp)
+        predictive = posterior_predictive_draws(adapter, samples_by_chain, key_pp)
+        predictive.update(one_step_predictive_draws(adapter, samples_by_chain, key_one_step))
     forecast_times = {}
     if forecast is not None:
         values, forecast_times = forecast_draws(
@@ -388,7 +445,7 @@ def fit(
         "seed": settings["seed"],
         "wall_time_s": round(wall_s, 3),
         "sampling_time_s": round(sampling_s, 3),
-        "model": getattr(model, "__name__", type(model).__name__),
+        "model": _model_name(model),
         "devices": [str(d) for d in jax.local_devices()],
         "compilation_cache": cache_dir,
         "tuning": {k: np.asarray(v).tolist() for k, v in tuning.items() if np.size(v) <= 64},

@@ -19,27 +19,36 @@ def float_dtype():
 
 
 def check_times(ts, owner: str):
-    """Return ``ts`` as a float array after checking it is a strictly increasing ``(T,)`` grid."""
-    ts = jnp.asarray(ts)
-    if not jnp.issubdtype(ts.dtype, jnp.floating):
-        ts = ts.astype(float_dtype())
-    if ts.ndim != 1 or ts.shape[0] < 2:
+    """Check ``ts`` is a strictly increasing ``(T,)`` grid and return it as a float array.
+
+    Concrete input (NumPy, Python or a concrete JAX array) is checked and returned as a
+    NumPy array, so that it stays concrete inside ``jit``-traced model code (JAX turns
+    ``jnp.asarray`` of a constant into a tracer there); traced input is returned as is.
+    """
+    if isinstance(ts, jax.core.Tracer):
+        if ts.ndim != 1 or ts.shape[0] < 2:
+            raise ValueError(
+                f"{owner}: ts must be a 1-D time grid of length >= 2, shape (T,); got shape "
+                f"{ts.shape}. Pass one time grid; batch over parameters instead."
+            )
+        return ts if jnp.issubdtype(ts.dtype, jnp.floating) else ts.astype(float_dtype())
+    t = np.asarray(ts)
+    t = t.astype(t.dtype if np.issubdtype(t.dtype, np.floating) and t.dtype.itemsize <= np.dtype(float_dtype()).itemsize else float_dtype())
+    if t.ndim != 1 or t.shape[0] < 2:
         raise ValueError(
             f"{owner}: ts must be a 1-D time grid of length >= 2, shape (T,); got shape "
-            f"{ts.shape}. Pass one time grid; batch over parameters instead."
+            f"{t.shape}. Pass one time grid; batch over parameters instead."
         )
-    if is_concrete(ts):
-        t = np.asarray(ts)
-        if not np.all(np.isfinite(t)):
-            raise ValueError(f"{owner}: ts must be finite; got non-finite values at {np.flatnonzero(~np.isfinite(t))[:5]}.")
-        bad = np.flatnonzero(np.diff(t) <= 0)
-        if bad.size:
-            k = int(bad[0])
-            raise ValueError(
-                f"{owner}: ts must be strictly increasing; got ts[{k}]={float(t[k])} >= "
-                f"ts[{k + 1}]={float(t[k + 1])}. Sort the times and drop repeated ones."
-            )
-    return ts
+    if not np.all(np.isfinite(t)):
+        raise ValueError(f"{owner}: ts must be finite; got non-finite values at {np.flatnonzero(~np.isfinite(t))[:5]}.")
+    bad = np.flatnonzero(np.diff(t) <= 0)
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(
+            f"{owner}: ts must be strictly increasing; got ts[{k}]={float(t[k])} >= "
+            f"ts[{k + 1}]={float(t[k + 1])}. Sort the times and drop repeated ones."
+        )
+    return t
 
 
 def uniform_step(t0s, t1s):

@@ -128,7 +128,10 @@ class Path(Distribution):
                 )
             state_shape, init_batch = tuple(x0.event_shape), tuple(x0.batch_shape)
         else:
-            x0 = jnp.asarray(x0, dtype=ts.dtype)
+            if not isinstance(x0, jax.core.Tracer):
+                x0 = np.asarray(x0, dtype=ts.dtype)  # stays concrete inside traced models
+            else:
+                x0 = x0.astype(ts.dtype)
             if x0.ndim > 1:
                 raise ValueError(
                     f"Path: a fixed x0 must have shape () or (d,); got {x0.shape}. For a "
@@ -173,9 +176,10 @@ class Path(Distribution):
         """The simulation grid: ``ts`` with ``substeps`` equal steps inserted per gap."""
         if not self.substeps:
             return self.ts
-        frac = jnp.arange(self.substeps + 1, dtype=self.ts.dtype) / (self.substeps + 1)
+        xp = np if is_concrete(self.ts) else jnp  # keep a concrete grid concrete
+        frac = xp.arange(self.substeps + 1, dtype=self.ts.dtype) / (self.substeps + 1)
         inner = self.ts[:-1, None] + (self.ts[1:] - self.ts[:-1])[:, None] * frac
-        return jnp.concatenate([inner.reshape(-1), self.ts[-1:]])
+        return xp.concatenate([inner.reshape(-1), self.ts[-1:]])
 
     @property
     def noise_shape(self) -> tuple[int, int]:
@@ -338,11 +342,11 @@ class Path(Distribution):
                 "wrap the model with sdeppl.reparam_paths(model), which adds them as latent "
                 "variables; or use substeps=0."
             )
-        x = self._to_internal(jnp.asarray(value, dtype=self.ts.dtype))
-        x = jnp.broadcast_to(x, jnp.broadcast_shapes(x.shape[:-2], self.batch_shape) + x.shape[-2:])
-        observed = self._observed_index(x)
+        observed = self._observed_index(value)
         if observed is None:
             observed = np.arange(self.ts.shape[0])
+        x = self._to_internal(jnp.asarray(value, dtype=self.ts.dtype))
+        x = jnp.broadcast_to(x, jnp.broadcast_shapes(x.shape[:-2], self.batch_shape) + x.shape[-2:])
         terms = self.transition_log_probs(
             x[..., observed[:-1], :], x[..., observed[1:], :], self.ts[observed[:-1]], self.ts[observed[1:]]
         )
@@ -354,14 +358,36 @@ class Path(Distribution):
         out = out.at[..., observed[1:]].set(terms).at[..., 0].set(first)
         return jnp.where(jnp.isnan(out), -jnp.inf, out)
 
-    def observed_mask(self, value) -> np.ndarray:
-        """``(T,)`` booleans: time points whose term in :meth:`pointwise_log_prob` is
-        informative (observed, and not a fixed initial state). Needs concrete data."""
+    def one_step_sample(self, key, value):
+        r"""One-step-ahead predictive draws: $\tilde x_k \sim p(x_k \mid x_{k-1})$ for
+        every observed ``x_{k-1}`` (the last observed point before a gap).
+
+        A residual check for time series: observations should look like draws from these
+        transitions. Index 0 and missing points are NaN.
+
+        Shapes
+        ------
+        value: ``(*batch, T, *state)`` (leading dims from plates allowed); returns the same shape.
+        """
+        observed = self._observed_index(value)
+        if observed is None:
+            observed = np.arange(self.ts.shape[0])
         x = self._to_internal(jnp.asarray(value, dtype=self.ts.dtype))
-        observed = self._observed_index(x)
-        mask = np.ones(self.ts.shape[0], bool) if observed is None else np.isin(np.arange(self.ts.shape[0]), observed)
-        mask[0] &= isinstance(self.x0, Distribution)
-        return mask
+        x = jnp.broadcast_to(x, jnp.broadcast_shapes(x.shape[:-2], self.batch_shape) + x.shape[-2:])
+        nb = x.ndim - 2  # leading dims (e.g. from plates) are batch dims of the closures
+        fields, kind, method = self._fields(), self.sde.scale_kind(self.method), self.method
+        t0s, t1s = self.ts[observed[:-1]], self.ts[observed[1:]]
+        coef = self.sde.coefficients(method, t0s, t1s)
+        moments = jax.vmap(
+            lambda c, t0, t1, x: self.sde.moments(method, fields, c, t0, t1, x),
+            in_axes=(0, 0, 0, nb),
+            out_axes=nb,
+        )
+        means, scales = moments(coef, t0s, t1s, x[..., observed[:-1], :])
+        z = jax.random.normal(key, means.shape[:-1] + (scales.shape[-1],), means.dtype)
+        draws = gaussian_transform(means, scales, kind, z)
+        out = jnp.full(x.shape, jnp.nan, x.dtype).at[..., observed[1:], :].set(draws)
+        return self._from_internal(out)
 
     def transition_log_probs(self, x_prev, x_next, t0s, t1s):
         """Transition log-densities of consecutive pairs, vectorised over pairs.
@@ -391,15 +417,15 @@ class Path(Distribution):
         lp = gaussian_log_prob(flat_next, means, scales, kind)
         return lp.reshape(lead + lp.shape[1:])
 
-    def _observed_index(self, x):
+    def _observed_index(self, value):
         """Indices of observed time points if any are missing (NaN), else None.
 
-        Checked on concrete data only; traced data are assumed complete (a NaN there
-        makes ``log_prob`` return ``-inf``).
+        Checked on concrete data only (``value`` as given, before any JAX operation);
+        traced data are assumed complete (a NaN there makes ``log_prob`` ``-inf``).
         """
-        if not is_concrete(x):
+        if isinstance(value, jax.core.Tracer):
             return None
-        xv = np.asarray(x)
+        xv = self._to_internal(np.asarray(value, dtype=np.float64))
         finite = np.isfinite(xv)
         if finite.all():
             return None
@@ -438,9 +464,8 @@ class Path(Distribution):
                 "Path: data augmentation (substeps > 0) needs concrete observations "
                 "(not traced inside jit)."
             )
-        x = self._to_internal(np.asarray(obs, dtype=np.float64))
         missing = np.zeros(self.ts.shape[0], bool)
-        idx = self._observed_index(jnp.asarray(x))
+        idx = self._observed_index(obs)
         if idx is not None:
             missing[np.setdiff1d(np.arange(missing.size), idx)] = True
         s1 = self.substeps + 1

@@ -211,7 +211,7 @@ class SDE:
         -------
         ``(num_paths, T, *state)`` or ``(T, *state)`` when ``num_paths`` is None.
         """
-        ts = check_times(ts, f"{type(self).__name__}.simulate")
+        ts = jnp.asarray(check_times(ts, f"{type(self).__name__}.simulate"))
         x0 = jnp.asarray(x0, dtype=ts.dtype)
         if x0.ndim > 1:
             raise ValueError(

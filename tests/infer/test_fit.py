@@ -220,3 +220,15 @@ def test_chains_split_across_devices_give_the_same_draws(tmp_path):
         subprocess.run([sys.executable, str(tmp_path / "run.py"), n, str(tmp_path / f"d{n}.npy")], check=True)
     # the sharded program is compiled separately: equal up to floating-point reassociation
     np.testing.assert_allclose(np.load(tmp_path / "d1.npy"), np.load(tmp_path / "d2.npy"), rtol=1e-5)
+
+
+def test_missing_data_and_bad_times_inside_fit():
+    """Checks on concrete data still run when the model is traced (as under fit/MCMC)."""
+    x = np.asarray(X).copy()
+    x[[40, 41, 120]] = np.nan
+    fit = sp.fit(ou_model, np.asarray(TS), x=x, chains=1, warmup=150, samples=150, progress=False)
+    post = fit.idata.posterior
+    assert np.isfinite(post["theta"].values).all()
+    assert fit.idata.log_likelihood["x"].shape[-1] == 299 - 3  # missing points have no term
+    with pytest.raises(ValueError, match="strictly increasing"):
+        sp.fit(ou_model, np.asarray(TS)[::-1], x=x, chains=1, warmup=5, samples=5, progress=False)

@@ -1,0 +1,213 @@
+"""Recipes: TOML files that name a gallery model, its data, a backend and its settings.
+
+A recipe (``inference/NAME.toml``)::
+
+    title = "CIR short rate on the US 3-month T-bill"   # optional
+
+    [model]
+    name = "cir"                  # models/cir.py in the gallery
+    options = { method = "euler" }  # extra keyword arguments of model()
+
+    [data]                        # either the gallery's loader ...
+    options = {}                  # keyword arguments of data()
+    # ... or a CSV file (path relative to the recipe) with named columns:
+    # file = "data/rates.csv"
+    # columns = { ts = "year", r = "rate" }   # model keyword = CSV column
+
+    [inference]
+    backend = "blackjax"          # blackjax | nuts | mclmc
+    chains = 4
+    warmup = 1000
+    samples = 1000
+    seed = 0
+    x64 = true                    # float64 (default) or float32
+
+    [output]
+    posterior_predictive = true
+    forecast = { horizon = 2.0, steps = 8 }
+
+Every key is checked before anything runs; a mistake gives an error naming the key,
+what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import tomllib
+from pathlib import Path
+from types import ModuleType
+
+BACKENDS = ("blackjax", "nuts", "mclmc")
+_SECTIONS = {
+    "title": None,
+    "model": {"name", "options"},
+    "data": {"options", "file", "columns"},
+    "inference": {
+        "backend", "chains", "warmup", "samples", "thinning", "seed", "target_accept",
+        "max_tree_depth", "dense_mass", "x64",
+    },
+    "output": {"posterior_predictive", "forecast", "log_likelihood"},
+}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run, with the reason."""
+
+
+def default_models_dir(recipe_path: Path | None = None) -> Path:
+    """The gallery: ``models/`` beside the recipe's folder, else ``./models``."""
+    if recipe_path is not None:
+        candidate = recipe_path.resolve().parent.parent / "models"
+        if candidate.is_dir():
+            return candidate
+    return Path.cwd() / "models"
+
+
+def list_models(models_dir: Path) -> dict[str, str]:
+    """``{name: description}`` of the gallery models in ``models_dir``."""
+    if not models_dir.is_dir():
+        raise RecipeError(f"models directory {str(models_dir)!r} does not exist; pass --models DIR.")
+    out = {}
+    for path in sorted(models_dir.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        out[path.stem] = _read_description(path)
+    return out
+
+
+def _read_description(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith("DESCRIPTION"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    return ""
+
+
+def load_model_module(name: str, models_dir: Path) -> ModuleType:
+    """Import ``models_dir/name.py`` (as ``models.name`` so it can import its siblings)."""
+    available = list_models(models_dir)
+    if name not in available:
+        raise RecipeError(
+            f"recipe [model] name: unknown model {name!r}; the gallery in {str(models_dir)!r} has "
+            f"{sorted(available)}."
+        )
+    package_root = str(models_dir.parent)
+    if package_root not in sys.path:
+        sys.path.insert(0, package_root)
+    spec = importlib.util.spec_from_file_location(f"{models_dir.name}.{name}", models_dir / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    for attr in ("model", "data"):
+        if not callable(getattr(module, attr, None)):
+            raise RecipeError(f"gallery model {name!r} has no {attr}() function.")
+    return module
+
+
+def read_recipe(path) -> dict:
+    """Parse and validate a recipe; returns it with defaults filled in."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {str(path)!r} does not exist.")
+    try:
+        recipe = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"recipe {str(path)!r} is not valid TOML: {e}") from e
+    unknown = set(recipe) - set(_SECTIONS)
+    if unknown:
+        raise RecipeError(f"recipe: unknown section(s) {sorted(unknown)}; expected {sorted(_SECTIONS)}.")
+    for section, keys in _SECTIONS.items():
+        if keys is None or section not in recipe:
+            continue
+        if not isinstance(recipe[section], dict):
+            raise RecipeError(f"recipe: [{section}] must be a table; got {recipe[section]!r}.")
+        bad = set(recipe[section]) - keys
+        if bad:
+            raise RecipeError(f"recipe [{section}]: unknown key(s) {sorted(bad)}; expected some of {sorted(keys)}.")
+    if "model" not in recipe or "name" not in recipe["model"]:
+        raise RecipeError("recipe: [model] name is required (a file of the gallery, e.g. 'ou').")
+    inference = {"backend": "blackjax", "chains": 4, "warmup": 1000, "samples": 1000, "seed": 0, "x64": True}
+    inference.update(recipe.get("inference", {}))
+    if inference["backend"] not in BACKENDS:
+        raise RecipeError(
+            f"recipe [inference] backend: unknown backend {inference['backend']!r}; expected one of {BACKENDS}."
+        )
+    for key in ("chains", "warmup", "samples", "seed", "thinning", "max_tree_depth"):
+        if key in inference and (not isinstance(inference[key], int) or isinstance(inference[key], bool) or inference[key] < 0):
+            raise RecipeError(f"recipe [inference] {key}: expected a non-negative integer; got {inference[key]!r}.")
+    data = dict(recipe.get("data", {}))
+    if "file" in data:
+        file = (path.parent / data["file"]).resolve()
+        if not file.is_file():
+            raise RecipeError(f"recipe [data] file: data file {str(file)!r} does not exist.")
+        if not isinstance(data.get("columns"), dict) or not data["columns"]:
+            raise RecipeError("recipe [data]: a data file needs columns = { model_keyword = \"csv_column\", ... }.")
+        data["file"] = file
+    output = {"posterior_predictive": True, "forecast": None, "log_likelihood": True}
+    output.update(recipe.get("output", {}))
+    return {
+        "path": path,
+        "title": recipe.get("title"),
+        "model": {"name": recipe["model"]["name"], "options": dict(recipe["model"].get("options", {}))},
+        "data": data,
+        "inference": inference,
+        "output": output,
+    }
+
+
+def load_data(recipe: dict, module: ModuleType) -> dict:
+    """Model keyword arguments: from the gallery loader, or from the recipe's CSV file."""
+    data = recipe["data"]
+    if "file" not in data:
+        return dict(module.data(**data.get("options", {})))
+    import numpy as np
+
+    table = np.genfromtxt(data["file"], delimiter=",", names=True, dtype=float)
+    missing = [c for c in data["columns"].values() if c not in table.dtype.names]
+    if missing:
+        raise RecipeError(
+            f"recipe [data] columns: {missing} not in {str(data['file'])!r} (it has {list(table.dtype.names)})."
+        )
+    return {kw: np.asarray(table[col]) for kw, col in data["columns"].items()}
+
+
+def run_recipe(recipe_path, out_dir=None, models_dir=None, *, progress: bool = True):
+    """Fit a recipe and write ``posterior.nc`` and ``report.html`` into ``out_dir``.
+
+    Both files are written atomically, and only after the fit succeeded: a failing run
+    leaves a previous result untouched. Returns ``(fit, {"posterior": path, "report": path})``.
+    """
+    recipe = read_recipe(recipe_path)
+    models_dir = Path(models_dir) if models_dir else default_models_dir(recipe["path"])
+    module = load_model_module(recipe["model"]["name"], models_dir)
+    inference = dict(recipe["inference"])
+    x64 = bool(inference.pop("x64"))
+
+    import jax
+
+    jax.config.update("jax_enable_x64", x64)
+    import sdeppl
+
+    kwargs = load_data(recipe, module)
+    kwargs.update(recipe["model"]["options"])
+    output = recipe["output"]
+    fit = sdeppl.fit(
+        module.model,
+        method=inference.pop("backend"),
+        posterior_predictive=bool(output["posterior_predictive"]),
+        forecast=output["forecast"],
+        log_likelihood=bool(output["log_likelihood"]),
+        progress=progress,
+        model_kwargs=kwargs,
+        **inference,
+    )
+    out_dir = Path(out_dir) if out_dir else Path("runs") / recipe["path"].stem
+    title = recipe["title"] or f"{recipe['model']['name']} ({recipe['path'].name})"
+    from ._io import atomic_write
+    from .report import render_report
+
+    page = render_report(fit, title=title)  # rendered before anything is written
+    paths = {"posterior": fit.save(out_dir / "posterior.nc")}
+    paths["report"] = atomic_write(out_dir / "report.html", lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return fit, paths
