@@ -68,7 +68,9 @@ def sdeppl_path_euler(ts, x):
 
 def sdeppl_path_exact(ts, x):
     theta, mu, sigma = _priors()
-    numpyro.sample("x", sp.Path(sp.OU(theta, mu, sigma), ts, x0=0.0, method="exact"), obs=x)
+    numpyro.sample(
+        "x", sp.Path(sp.OU(theta, mu, sigma), ts, x0=0.0, method="exact"), obs=x
+    )
 
 
 def handwritten_numpyro(ts, x):
@@ -94,8 +96,12 @@ VARIANTS = {
 
 def run_variant(model, ts, x, seed, spans, num_warmup, num_samples):
     mcmc = MCMC(
-        NUTS(model), num_warmup=num_warmup, num_samples=num_samples, num_chains=2,
-        chain_method="sequential", progress_bar=False,
+        NUTS(model),
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=2,
+        chain_method="sequential",
+        progress_bar=False,
     )
     spans.reset()
     start = time.perf_counter()
@@ -118,7 +124,13 @@ def run_variant(model, ts, x, seed, spans, num_warmup, num_samples):
 
 
 def median_row(name, runs):
-    keys = ("wall_s", "compile_s", "min_ess_bulk", "ess_per_s", "ess_per_s_excl_compile")
+    keys = (
+        "wall_s",
+        "compile_s",
+        "min_ess_bulk",
+        "ess_per_s",
+        "ess_per_s_excl_compile",
+    )
     row = {"impl": name, **{k: statistics.median(r[k] for r in runs) for k in keys}}
     row["means"] = runs[0]["means"]
     return row
@@ -136,30 +148,52 @@ def main():
     spans = CompileSpans()
     rows = []
     for name, model in VARIANTS.items():
-        runs = [run_variant(model, ts, x, seed, spans, args.num_warmup, args.num_samples) for seed in range(args.repeats)]
+        runs = [
+            run_variant(model, ts, x, seed, spans, args.num_warmup, args.num_samples)
+            for seed in range(args.repeats)
+        ]
         rows.append(median_row(name, runs))
         print(json.dumps(rows[-1]), flush=True)
     if not args.no_dynestyx:
         python = os.environ.get("DYNESTYX_PYTHON", "/work/venv-dx/bin/python")
         out = subprocess.run(
-            [python, str(HERE / "peers" / "dynestyx_ou_nuts.py"), "--num-warmup", str(args.num_warmup),
-             "--num-samples", str(args.num_samples)],
-            capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            [
+                python,
+                str(HERE / "peers" / "dynestyx_ou_nuts.py"),
+                "--num-warmup",
+                str(args.num_warmup),
+                "--num-samples",
+                str(args.num_samples),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         dx = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append({
-            "impl": "dynestyx", "wall_s": dx["wall_first_s"], "compile_s": dx["compile_first_s"],
-            "min_ess_bulk": dx["min_ess_bulk"], "ess_per_s": dx["ess_per_s_first"],
-            "ess_per_s_excl_compile": dx["min_ess_bulk"] / (dx["wall_first_s"] - dx["compile_first_s"]),
-            "means": dx["means"],
-        })
+        rows.append(
+            {
+                "impl": "dynestyx",
+                "wall_s": dx["wall_first_s"],
+                "compile_s": dx["compile_first_s"],
+                "min_ess_bulk": dx["min_ess_bulk"],
+                "ess_per_s": dx["ess_per_s_first"],
+                "ess_per_s_excl_compile": dx["min_ess_bulk"]
+                / (dx["wall_first_s"] - dx["compile_first_s"]),
+                "means": dx["means"],
+            }
+        )
     base = rows[0]
-    print(f"\n{'impl':22s} {'wall s':>8s} {'compile s':>9s} {'min ESS':>8s} {'ESS/s':>8s} {'ESS/s ex.':>9s} "
-          f"{'path_euler / impl (incl, excl)':>32s}")
+    print(
+        f"\n{'impl':22s} {'wall s':>8s} {'compile s':>9s} {'min ESS':>8s} {'ESS/s':>8s} {'ESS/s ex.':>9s} "
+        f"{'path_euler / impl (incl, excl)':>32s}"
+    )
     for r in rows:
-        print(f"{r['impl']:22s} {r['wall_s']:8.2f} {r['compile_s']:9.2f} {r['min_ess_bulk']:8.0f} {r['ess_per_s']:8.1f} "
-              f"{r['ess_per_s_excl_compile']:9.1f} {base['ess_per_s'] / r['ess_per_s']:15.2f} "
-              f"{base['ess_per_s_excl_compile'] / r['ess_per_s_excl_compile']:15.2f}")
+        print(
+            f"{r['impl']:22s} {r['wall_s']:8.2f} {r['compile_s']:9.2f} {r['min_ess_bulk']:8.0f} {r['ess_per_s']:8.1f} "
+            f"{r['ess_per_s_excl_compile']:9.1f} {base['ess_per_s'] / r['ess_per_s']:15.2f} "
+            f"{base['ess_per_s_excl_compile'] / r['ess_per_s_excl_compile']:15.2f}"
+        )
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     (results / "ou_nuts.json").write_text(json.dumps(rows, indent=1))

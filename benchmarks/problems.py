@@ -29,12 +29,20 @@ def ou_nuts_data(num_points: int = 1000, dt: float = 0.1, seed: int = 0):
     return ts, xs
 
 
-def ou_kf_data(num_points: int = 1000, dt: float = 0.1, noise_sd: float = 0.05, seed: int = 0):
+def ou_kf_data(
+    num_points: int = 1000, dt: float = 0.1, noise_sd: float = 0.05, seed: int = 0
+):
     """OU-KF: the OU-NUTS path observed with Gaussian noise of sd ``noise_sd``."""
     ts, xs = ou_nuts_data(num_points, dt, seed)
     rng = np.random.default_rng(seed + 1)
     return ts, xs + noise_sd * rng.standard_normal(num_points)
 
 
-DOUBLE_WELL = {"sigma": 0.5, "x0": 0.0, "t_end": 10.0, "num_steps": 1000, "num_paths": 10_000}
+DOUBLE_WELL = {
+    "sigma": 0.5,
+    "x0": 0.0,
+    "t_end": 10.0,
+    "num_steps": 1000,
+    "num_paths": 10_000,
+}
 """SDE-SIM: dx = (x - x^3) dt + 0.5 dW, x0 = 0, T = 10, 1000 Euler steps, 10,000 paths."""

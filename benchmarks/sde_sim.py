@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 
 os.environ["OMP_NUM_THREADS"] = "1"
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -52,9 +54,18 @@ def sdeppl_row(scheme, repeats):
     p = DOUBLE_WELL
     sde = sp.SDE(lambda t, x: x - x**3, lambda t, x: p["sigma"], additive=True)
     ts = jnp.array([0.0, p["t_end"]], jnp.float32)
-    steps = p["num_steps"] // (2 if scheme == "sra1" else 1)  # SRA1: same drift evaluations
+    steps = p["num_steps"] // (
+        2 if scheme == "sra1" else 1
+    )  # SRA1: same drift evaluations
     run = jax.jit(
-        lambda key: sde.simulate(key, ts, x0=jnp.float32(p["x0"]), scheme=scheme, substeps=steps - 1, num_paths=p["num_paths"])[:, -1]
+        lambda key: sde.simulate(
+            key,
+            ts,
+            x0=jnp.float32(p["x0"]),
+            scheme=scheme,
+            substeps=steps - 1,
+            num_paths=p["num_paths"],
+        )[:, -1]
     )
     first, median, out = timed(lambda: run(jax.random.key(0)), repeats)
     return {
@@ -103,18 +114,31 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-peers", action="store_true")
     args = parser.parse_args()
-    rows = [sdeppl_row("euler", args.repeats), sdeppl_row("sra1", args.repeats), plain_scan_row(args.repeats)]
+    rows = [
+        sdeppl_row("euler", args.repeats),
+        sdeppl_row("sra1", args.repeats),
+        plain_scan_row(args.repeats),
+    ]
     if not args.no_peers:
         python = os.environ.get("BENCH_PYTHON", "/work/venv-bench/bin/python")
         out = subprocess.run(
-            [python, str(HERE / "peers" / "sim_peers.py"), "--repeats", str(args.repeats), "--only", "numpy,diffrax,torchsde"],
+            [
+                python,
+                str(HERE / "peers" / "sim_peers.py"),
+                "--repeats",
+                str(args.repeats),
+                "--only",
+                "numpy,diffrax,torchsde",
+            ],
             capture_output=True,
             text=True,
             check=True,
         )
         rows += json.loads(out.stdout.strip().splitlines()[-1])
     ours = rows[0]["path_steps_per_s"]
-    print(f"{'impl':34s} {'dtype':8s} {'path-steps/s':>14s} {'sdeppl_euler / impl':>20s}  mean    sd")
+    print(
+        f"{'impl':34s} {'dtype':8s} {'path-steps/s':>14s} {'sdeppl_euler / impl':>20s}  mean    sd"
+    )
     for r in rows:
         print(
             f"{r['impl'] + ' ' + str(r.get('prng', '')):34s} {r['dtype']:8s} {r['path_steps_per_s']:14.3e} "

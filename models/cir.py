@@ -15,7 +15,9 @@ import numpyro.distributions as dist
 
 import sdeppl as sp
 
-DESCRIPTION = "CIR short-rate model on the US 3-month T-bill rate (statsmodels macrodata)"
+DESCRIPTION = (
+    "CIR short-rate model on the US 3-month T-bill rate (statsmodels macrodata)"
+)
 
 
 def model(ts, r=None, method="euler", substeps=0):
@@ -26,7 +28,9 @@ def model(ts, r=None, method="euler", substeps=0):
         drift=lambda t, r: kappa * (theta - r),
         diffusion=lambda t, r: sigma * jnp.sqrt(jnp.abs(r)),
     )
-    path = sp.Path(sde, ts, x0=r[0] if r is not None else 5.0, method=method, substeps=substeps)
+    path = sp.Path(
+        sde, ts, x0=r[0] if r is not None else 5.0, method=method, substeps=substeps
+    )
     return numpyro.sample("r", path, obs=r)
 
 
@@ -40,4 +44,7 @@ def data():
         ) from e
     frame = macrodata.load_pandas().data
     ts = (frame["year"].to_numpy() - 1959.0) + (frame["quarter"].to_numpy() - 1.0) / 4.0
-    return {"ts": jnp.asarray(ts), "r": jnp.asarray(frame["tbilrate"].to_numpy(dtype=np.float64))}
+    return {
+        "ts": jnp.asarray(ts),
+        "r": jnp.asarray(frame["tbilrate"].to_numpy(dtype=np.float64)),
+    }

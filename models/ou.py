@@ -12,7 +12,9 @@ import numpyro.distributions as dist
 
 import sdeppl as sp
 
-DESCRIPTION = "Ornstein–Uhlenbeck path observed without noise (simulated, exact transitions)"
+DESCRIPTION = (
+    "Ornstein–Uhlenbeck path observed without noise (simulated, exact transitions)"
+)
 TRUE_PARAMS = {"theta": 0.5, "mu": 1.0, "sigma": 0.3}
 
 

@@ -22,7 +22,9 @@ def atomic_write(path, write: Callable[[str], None], suffix: str = "") -> str:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".sdeppl-", suffix=suffix + ".part", dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix=".sdeppl-", suffix=suffix + ".part", dir=directory
+    )
     os.close(fd)
     try:
         write(tmp)

@@ -1,8 +1,8 @@
 """The ``sdeppl`` command: argument parsing only (the work is in :mod:`sdeppl.recipes`).
 
-    sdeppl run inference/NAME.toml [--out DIR] [--models DIR] [--quiet]
-    sdeppl models [--models DIR]
-    sdeppl report posterior.nc [--out report.html]
+sdeppl run inference/NAME.toml [--out DIR] [--models DIR] [--quiet]
+sdeppl models [--models DIR]
+sdeppl report posterior.nc [--out report.html]
 """
 
 from __future__ import annotations
@@ -19,23 +19,52 @@ def _use_all_cores() -> None:
         return
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
-        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+        count = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_force_host_platform_device_count={count}".strip()
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdeppl", description="Fit stochastic-process models from recipes.")
+    parser = argparse.ArgumentParser(
+        prog="sdeppl", description="Fit stochastic-process models from recipes."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="fit a recipe; write posterior.nc and report.html")
-    run.add_argument("recipe", type=Path, help="a recipe TOML file, e.g. inference/cir_tbill.toml")
-    run.add_argument("--out", type=Path, default=None, help="output folder (default runs/RECIPE_NAME)")
-    run.add_argument("--models", type=Path, default=None, help="gallery folder (default: models/ beside the recipe's folder)")
+    run.add_argument(
+        "recipe", type=Path, help="a recipe TOML file, e.g. inference/cir_tbill.toml"
+    )
+    run.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default runs/RECIPE_NAME)",
+    )
+    run.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="gallery folder (default: models/ beside the recipe's folder)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     models = sub.add_parser("models", help="list the gallery models")
-    models.add_argument("--models", type=Path, default=None, help="gallery folder (default ./models)")
-    report = sub.add_parser("report", help="rebuild report.html from a saved posterior.nc")
+    models.add_argument(
+        "--models", type=Path, default=None, help="gallery folder (default ./models)"
+    )
+    report = sub.add_parser(
+        "report", help="rebuild report.html from a saved posterior.nc"
+    )
     report.add_argument("posterior", type=Path)
-    report.add_argument("--out", type=Path, default=None, help="report path (default: report.html beside the posterior)")
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="report path (default: report.html beside the posterior)",
+    )
     report.add_argument("--title", default=None)
     return parser
 
@@ -60,7 +89,9 @@ def main(argv=None) -> int:
         _use_all_cores()
         from .recipes import run_recipe
 
-        fit, paths = run_recipe(args.recipe, args.out, args.models, progress=not args.quiet)
+        fit, paths = run_recipe(
+            args.recipe, args.out, args.models, progress=not args.quiet
+        )
     except (RecipeError, FileNotFoundError) as e:
         print(f"sdeppl: error: {e}", file=sys.stderr)
         return 2

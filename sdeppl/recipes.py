@@ -33,7 +33,6 @@ what was expected and what came.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import tomllib
 from pathlib import Path
@@ -45,8 +44,16 @@ _SECTIONS = {
     "model": {"name", "options"},
     "data": {"options", "file", "columns"},
     "inference": {
-        "backend", "chains", "warmup", "samples", "thinning", "seed", "target_accept",
-        "max_tree_depth", "dense_mass", "x64",
+        "backend",
+        "chains",
+        "warmup",
+        "samples",
+        "thinning",
+        "seed",
+        "target_accept",
+        "max_tree_depth",
+        "dense_mass",
+        "x64",
     },
     "output": {"posterior_predictive", "forecast", "log_likelihood"},
 }
@@ -68,7 +75,9 @@ def default_models_dir(recipe_path: Path | None = None) -> Path:
 def list_models(models_dir: Path) -> dict[str, str]:
     """``{name: description}`` of the gallery models in ``models_dir``."""
     if not models_dir.is_dir():
-        raise RecipeError(f"models directory {str(models_dir)!r} does not exist; pass --models DIR.")
+        raise RecipeError(
+            f"models directory {str(models_dir)!r} does not exist; pass --models DIR."
+        )
     out = {}
     for path in sorted(models_dir.glob("*.py")):
         if path.name.startswith("_"):
@@ -95,7 +104,9 @@ def load_model_module(name: str, models_dir: Path) -> ModuleType:
     package_root = str(models_dir.parent)
     if package_root not in sys.path:
         sys.path.insert(0, package_root)
-    spec = importlib.util.spec_from_file_location(f"{models_dir.name}.{name}", models_dir / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"{models_dir.name}.{name}", models_dir / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -116,40 +127,68 @@ def read_recipe(path) -> dict:
         raise RecipeError(f"recipe {str(path)!r} is not valid TOML: {e}") from e
     unknown = set(recipe) - set(_SECTIONS)
     if unknown:
-        raise RecipeError(f"recipe: unknown section(s) {sorted(unknown)}; expected {sorted(_SECTIONS)}.")
+        raise RecipeError(
+            f"recipe: unknown section(s) {sorted(unknown)}; expected {sorted(_SECTIONS)}."
+        )
     for section, keys in _SECTIONS.items():
         if keys is None or section not in recipe:
             continue
         if not isinstance(recipe[section], dict):
-            raise RecipeError(f"recipe: [{section}] must be a table; got {recipe[section]!r}.")
+            raise RecipeError(
+                f"recipe: [{section}] must be a table; got {recipe[section]!r}."
+            )
         bad = set(recipe[section]) - keys
         if bad:
-            raise RecipeError(f"recipe [{section}]: unknown key(s) {sorted(bad)}; expected some of {sorted(keys)}.")
+            raise RecipeError(
+                f"recipe [{section}]: unknown key(s) {sorted(bad)}; expected some of {sorted(keys)}."
+            )
     if "model" not in recipe or "name" not in recipe["model"]:
-        raise RecipeError("recipe: [model] name is required (a file of the gallery, e.g. 'ou').")
-    inference = {"backend": "blackjax", "chains": 4, "warmup": 1000, "samples": 1000, "seed": 0, "x64": True}
+        raise RecipeError(
+            "recipe: [model] name is required (a file of the gallery, e.g. 'ou')."
+        )
+    inference = {
+        "backend": "blackjax",
+        "chains": 4,
+        "warmup": 1000,
+        "samples": 1000,
+        "seed": 0,
+        "x64": True,
+    }
     inference.update(recipe.get("inference", {}))
     if inference["backend"] not in BACKENDS:
         raise RecipeError(
             f"recipe [inference] backend: unknown backend {inference['backend']!r}; expected one of {BACKENDS}."
         )
     for key in ("chains", "warmup", "samples", "seed", "thinning", "max_tree_depth"):
-        if key in inference and (not isinstance(inference[key], int) or isinstance(inference[key], bool) or inference[key] < 0):
-            raise RecipeError(f"recipe [inference] {key}: expected a non-negative integer; got {inference[key]!r}.")
+        if key in inference and (
+            not isinstance(inference[key], int)
+            or isinstance(inference[key], bool)
+            or inference[key] < 0
+        ):
+            raise RecipeError(
+                f"recipe [inference] {key}: expected a non-negative integer; got {inference[key]!r}."
+            )
     data = dict(recipe.get("data", {}))
     if "file" in data:
         file = (path.parent / data["file"]).resolve()
         if not file.is_file():
-            raise RecipeError(f"recipe [data] file: data file {str(file)!r} does not exist.")
+            raise RecipeError(
+                f"recipe [data] file: data file {str(file)!r} does not exist."
+            )
         if not isinstance(data.get("columns"), dict) or not data["columns"]:
-            raise RecipeError("recipe [data]: a data file needs columns = { model_keyword = \"csv_column\", ... }.")
+            raise RecipeError(
+                'recipe [data]: a data file needs columns = { model_keyword = "csv_column", ... }.'
+            )
         data["file"] = file
     output = {"posterior_predictive": True, "forecast": None, "log_likelihood": True}
     output.update(recipe.get("output", {}))
     return {
         "path": path,
         "title": recipe.get("title"),
-        "model": {"name": recipe["model"]["name"], "options": dict(recipe["model"].get("options", {}))},
+        "model": {
+            "name": recipe["model"]["name"],
+            "options": dict(recipe["model"].get("options", {})),
+        },
         "data": data,
         "inference": inference,
         "output": output,
@@ -209,5 +248,8 @@ def run_recipe(recipe_path, out_dir=None, models_dir=None, *, progress: bool = T
 
     page = render_report(fit, title=title)  # rendered before anything is written
     paths = {"posterior": fit.save(out_dir / "posterior.nc")}
-    paths["report"] = atomic_write(out_dir / "report.html", lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    paths["report"] = atomic_write(
+        out_dir / "report.html",
+        lambda tmp: Path(tmp).write_text(page, encoding="utf-8"),
+    )
     return fit, paths

@@ -35,7 +35,12 @@ class Case(NamedTuple):
 
 
 def _ou_exact(p):
-    return sp.Path(sp.OU(p["theta"], p["mu"], p["sigma"]), TS, x0=dist.Normal(p["m0"], 0.5), method="exact")
+    return sp.Path(
+        sp.OU(p["theta"], p["mu"], p["sigma"]),
+        TS,
+        x0=dist.Normal(p["m0"], 0.5),
+        method="exact",
+    )
 
 
 def _ou_final_moments(p):
@@ -73,18 +78,22 @@ def _euler_final_moments(p):
 def _euler_log_prob(p, x):
     lp = stats.norm.logpdf(x[0], p["m0"], 0.5)
     for k, dt in enumerate(np.diff(TS)):
-        lp += stats.norm.logpdf(x[k + 1], x[k] + p["theta"] * (p["mu"] - x[k]) * dt, p["sigma"] * np.sqrt(dt))
+        lp += stats.norm.logpdf(
+            x[k + 1],
+            x[k] + p["theta"] * (p["mu"] - x[k]) * dt,
+            p["sigma"] * np.sqrt(dt),
+        )
     return lp
 
 
 def _osc_matrices(p):
-    A = np.array([[0.0, 1.0], [-p["omega"] ** 2, -p["damping"]]])
+    A = np.array([[0.0, 1.0], [-(p["omega"] ** 2), -p["damping"]]])
     L = np.array([[0.0], [p["sigma"]]])
     return A, L
 
 
 def _osc_exact(p):
-    A = jnp.array([[0.0, 1.0], [-p["omega"] ** 2, -p["damping"]]])
+    A = jnp.array([[0.0, 1.0], [-(p["omega"] ** 2), -p["damping"]]])
     L = jnp.array([[0.0], [p["sigma"]]])
     x0 = dist.Normal(jnp.array([1.0, 0.0]), jnp.sqrt(0.2)).to_event(1)  # cov 0.2 I
     return sp.Path(sp.LinearSDE(A, L), TS, x0=x0, method="exact")
@@ -97,15 +106,21 @@ def _osc_final_moments(p):
         phi = scipy.linalg.expm(A * dt)
         # Q by numerical quadrature of e^{As} L L^T e^{A^T s} (independent of Van Loan)
         s = np.linspace(0.0, dt, 401)
-        vals = np.stack([scipy.linalg.expm(A * u) @ L @ L.T @ scipy.linalg.expm(A * u).T for u in s])
+        vals = np.stack(
+            [scipy.linalg.expm(A * u) @ L @ L.T @ scipy.linalg.expm(A * u).T for u in s]
+        )
         q = np.trapezoid(vals, s, axis=0)
         mean, cov = phi @ mean, phi @ cov @ phi.T + q
     return mean[0], cov[0, 0]
 
 
 def _double_well_ll(p):
-    sde = sp.SDE(lambda t, x: p["a"] * (x - x**3), lambda t, x: p["sigma"] * jnp.ones_like(x))
-    return sp.Path(sde, TS, x0=dist.Normal(jnp.zeros(2), 0.3).to_event(1), method="local_linear")
+    sde = sp.SDE(
+        lambda t, x: p["a"] * (x - x**3), lambda t, x: p["sigma"] * jnp.ones_like(x)
+    )
+    return sp.Path(
+        sde, TS, x0=dist.Normal(jnp.zeros(2), 0.3).to_event(1), method="local_linear"
+    )
 
 
 def _ou_batched(p):
@@ -153,7 +168,16 @@ CASES = [
         1e-6,
         ALL,
     ),
-    Case("double-well-local-linear", _double_well_ll, {"a": 1.0, "sigma": 0.5}, None, None, None, 0.0, ALL),
+    Case(
+        "double-well-local-linear",
+        _double_well_ll,
+        {"a": 1.0, "sigma": 0.5},
+        None,
+        None,
+        None,
+        0.0,
+        ALL,
+    ),
     Case(
         "ou-batched-fixed-x0",
         _ou_batched,
@@ -164,5 +188,14 @@ CASES = [
         0.0,
         ALL,
     ),
-    Case("general-noise-euler", _general_noise_euler, {"theta": 0.8, "sigma": 0.4}, None, None, None, 0.0, ALL),
+    Case(
+        "general-noise-euler",
+        _general_noise_euler,
+        {"theta": 0.8, "sigma": 0.4},
+        None,
+        None,
+        None,
+        0.0,
+        ALL,
+    ),
 ]

@@ -31,7 +31,9 @@ def test_shapes(case, sample_shape):
     assert np.all(np.isfinite(lp))
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.closed_form], ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.closed_form], ids=lambda c: c.id
+)
 def test_final_marginal_matches_closed_form(case):
     """KS test of the final value's marginal against an independent closed form."""
     d = case.make(_params(case))
@@ -41,7 +43,9 @@ def test_final_marginal_matches_closed_form(case):
     assert stats.kstest(final, "norm", args=(mean, np.sqrt(var))).pvalue > 1e-3
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.log_prob_reference], ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.log_prob_reference], ids=lambda c: c.id
+)
 def test_log_prob_matches_reference(case):
     d = case.make(_params(case))
     x = d.sample(jax.random.key(2))
@@ -49,7 +53,9 @@ def test_log_prob_matches_reference(case):
     np.testing.assert_allclose(d.log_prob(x), ref, rtol=case.tol, atol=case.tol)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "grad" in c.caps], ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if "grad" in c.caps], ids=lambda c: c.id
+)
 def test_gradients_match_finite_differences(case):
     params = _params(case)
     x = case.make(params).sample(jax.random.key(3), (2,))
@@ -68,7 +74,9 @@ def test_gradients_match_finite_differences(case):
         np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "jit" in c.caps], ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if "jit" in c.caps], ids=lambda c: c.id
+)
 def test_jit_matches_eager_and_traces_once(case):
     params = _params(case)
     d = case.make(params)
@@ -91,7 +99,9 @@ def test_jit_matches_eager_and_traces_once(case):
     assert len(traces) == 1
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "vmap" in c.caps], ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if "vmap" in c.caps], ids=lambda c: c.id
+)
 def test_vmap_over_parameters(case):
     params = _params(case)
     d = case.make(params)
@@ -117,10 +127,16 @@ def test_pytree_round_trip(case):
 def test_invalid_parameters_raise_with_validate_args(case):
     with numpyro.validation_enabled():
         with pytest.raises(ValueError, match="parameter"):
-            case.make(_params(case)._replace() if False else {k: jnp.asarray(v) for k, v in case.invalid.items()})
+            case.make(
+                _params(case)._replace()
+                if False
+                else {k: jnp.asarray(v) for k, v in case.invalid.items()}
+            )
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "reparam" in c.caps], ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if "reparam" in c.caps], ids=lambda c: c.id
+)
 def test_inside_a_model_predictive_and_obs(case):
     params = _params(case)
     x_obs = case.make(params).sample(jax.random.key(7))
@@ -141,7 +157,9 @@ def test_inside_a_model_predictive_and_obs(case):
     np.testing.assert_allclose(lp_r, expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "reparam" in c.caps], ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if "reparam" in c.caps], ids=lambda c: c.id
+)
 def test_noncentred_transform_has_the_same_law(case):
     """Non-centred draws (innovations -> path) and the density agree: E[log p] matches."""
     d = case.make(_params(case))
@@ -149,7 +167,11 @@ def test_noncentred_transform_has_the_same_law(case):
     direct = d.sample(key_a, (1000,))
     lp_direct = np.asarray(d.log_prob(direct))
     lead = (1000,) + d.batch_shape
-    start = d._initial_states(key_b, lead)[..., 0] if d.scalar_state else d._initial_states(key_b, lead)
+    start = (
+        d._initial_states(key_b, lead)[..., 0]
+        if d.scalar_state
+        else d._initial_states(key_b, lead)
+    )
     xi = jax.random.normal(jax.random.key(10), lead + d.noise_shape)
     via_noise = d.transform_noise(start, xi)
     lp_noise = np.asarray(d.log_prob(via_noise))

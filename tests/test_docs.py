@@ -1,12 +1,12 @@
-"""Every Python code block in docs/ runs (blocks of one page share a namespace)."""
+"""Every Python code block in docs/ and the README runs (blocks of one page share a namespace)."""
 
 import re
 from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = sorted(DOCS.glob("*.md"))
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 
 
 def code_blocks(page: Path) -> list[str]:

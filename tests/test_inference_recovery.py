@@ -1,6 +1,5 @@
 """Inference through Path: parameter recovery with NUTS and simulation-based calibration."""
 
-import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +7,6 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 from numpyro.infer import MCMC, NUTS
-from scipy import stats
 
 import sdeppl as sp
 
@@ -36,16 +34,26 @@ def test_nuts_recovers_ou_parameters():
 def latent_model(ts, y=None):
     """A latent OU path observed with noise at every other time; non-centred via reparam."""
     sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
-    x = numpyro.sample("x", sp.Path(sp.OU(1.0, 0.0, sigma), ts, x0=dist.Normal(0.0, 1.0), method="exact"))
+    x = numpyro.sample(
+        "x",
+        sp.Path(sp.OU(1.0, 0.0, sigma), ts, x0=dist.Normal(0.0, 1.0), method="exact"),
+    )
     numpyro.sample("y", dist.Normal(x[::2], 0.1), obs=y)
 
 
 @pytest.mark.slow
 def test_nuts_on_a_noncentred_latent_path():
     ts = jnp.arange(101) * 0.1
-    x = sp.Path(sp.OU(1.0, 0.0, 0.8), ts, x0=dist.Normal(0.0, 1.0), method="exact").sample(jax.random.key(2))
+    x = sp.Path(
+        sp.OU(1.0, 0.0, 0.8), ts, x0=dist.Normal(0.0, 1.0), method="exact"
+    ).sample(jax.random.key(2))
     y = x[::2] + 0.1 * jax.random.normal(jax.random.key(3), x[::2].shape)
-    mcmc = MCMC(NUTS(sp.reparam_paths(latent_model)), num_warmup=500, num_samples=500, progress_bar=False)
+    mcmc = MCMC(
+        NUTS(sp.reparam_paths(latent_model)),
+        num_warmup=500,
+        num_samples=500,
+        progress_bar=False,
+    )
     mcmc.run(jax.random.key(4), ts, y=y, extra_fields=("diverging",))
     assert int(mcmc.get_extra_fields()["diverging"].sum()) == 0
     sigma = mcmc.get_samples()["sigma"]
@@ -56,40 +64,18 @@ def test_nuts_on_a_noncentred_latent_path():
     assert float(jnp.sqrt(jnp.mean((path_mean[1::2] - x[1::2]) ** 2))) < 0.3
 
 
-def _nuts_draws(key, ts, x, num_warmup, num_draws):
-    """BlackJAX window adaptation + NUTS on the OU model's potential, for one dataset."""
-    init = {"theta": jnp.zeros(()), "mu": jnp.zeros(()), "sigma": jnp.zeros(())}
-
-    def logdensity(params):
-        return -numpyro.infer.util.potential_energy(ou_model, (ts,), {"x": x}, params)
-
-    key_warm, key_run = jax.random.split(key)
-    warmup = blackjax.window_adaptation(blackjax.nuts, logdensity)
-    (state, tuned), _ = warmup.run(key_warm, init, num_steps=num_warmup)
-    kernel = blackjax.nuts(logdensity, **tuned).step
-
-    def step(state, key):
-        state, _ = kernel(key, state)
-        return state, state.position
-
-    _, positions = jax.lax.scan(step, state, jax.random.split(key_run, num_draws))
-    return numpyro.infer.util.constrain_fn(ou_model, (ts,), {"x": x}, positions)
-
-
 @pytest.mark.slow
 def test_simulation_based_calibration_of_the_ou_posterior():
-    """Ranks of prior draws among posterior draws are uniform (Talts et al. 2018).
-
-    64 replicates (prior draw -> simulated path -> NUTS fit) with one compiled sampler.
-    """
-    ts = jnp.arange(40) * 0.25
-    num_replicates, num_draws = 64, 99
-    prior = numpyro.infer.Predictive(ou_model, num_samples=num_replicates)(jax.random.key(5), ts)
-    keys = jax.random.split(jax.random.key(6), num_replicates)
-    fit = jax.jit(lambda k, x: _nuts_draws(k, ts, x, 200, num_draws))  # compiled once
-    runs = [fit(k, x) for k, x in zip(keys, prior["x"])]
-    draws = {name: jnp.stack([r[name] for r in runs]) for name in runs[0]}
-    for name in ("theta", "mu", "sigma"):
-        ranks = np.asarray(jnp.sum(draws[name] < prior[name][:, None], axis=1))
-        counts = np.bincount(ranks // 25, minlength=4)  # 4 bins over ranks 0..99
-        assert stats.chisquare(counts).pvalue > 0.001, (name, counts)
+    """Ranks of prior draws among posterior draws are uniform (Talts et al. 2018): 64
+    replicates of prior draw -> simulated path -> NUTS fit, the sampler compiled once."""
+    result = sp.diagnostics.sbc(
+        ou_model,
+        jnp.arange(40) * 0.25,
+        observed="x",
+        num_replicates=64,
+        num_draws=99,
+        warmup=200,
+        progress=False,
+    )
+    assert set(result.ranks) == {"theta", "mu", "sigma"}
+    assert result.passed(alpha=0.01), result.pvalues

@@ -81,11 +81,10 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+import dynestyx as dsx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
-
-import dynestyx as dsx  # noqa: E402
 from dynestyx.discretizers import ExactAffineConfig  # noqa: E402
 from dynestyx.inference.configs.filter import ContinuousTimeKFConfig, KFConfig  # noqa: E402
 from problems import OU_TRUE, ou_kf_data  # noqa: E402
@@ -208,7 +207,10 @@ def osc_dynamics(p) -> dsx.DynamicalModel:
 
 ROUTES = {
     "exact_kf_assoc": (lambda: KFConfig(filter_source="cuthbert"), True),
-    "exact_kf_seq": (lambda: KFConfig(filter_source="cuthbert", associative=False), True),
+    "exact_kf_seq": (
+        lambda: KFConfig(filter_source="cuthbert", associative=False),
+        True,
+    ),
     "ct_kf": (lambda: ContinuousTimeKFConfig(), False),
 }
 
@@ -257,12 +259,22 @@ def time_value_and_grad(loglik, params, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problems", nargs="+", default=["ou", "osc1k", "osc10k"],
-                        choices=["ou", "osc1k", "osc10k"])
-    parser.add_argument("--routes", nargs="+", default=list(ROUTES), choices=list(ROUTES))
+    parser.add_argument(
+        "--problems",
+        nargs="+",
+        default=["ou", "osc1k", "osc10k"],
+        choices=["ou", "osc1k", "osc10k"],
+    )
+    parser.add_argument(
+        "--routes", nargs="+", default=list(ROUTES), choices=list(ROUTES)
+    )
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--ou-p0", type=float, default=1e-10,
-                        help="initial-state variance for OU-KF (x0 = 0 known)")
+    parser.add_argument(
+        "--ou-p0",
+        type=float,
+        default=1e-10,
+        help="initial-state variance for OU-KF (x0 = 0 known)",
+    )
     args = parser.parse_args()
 
     for problem in args.problems:
@@ -272,8 +284,14 @@ def main() -> None:
             make_dyn = lambda p: ou_dynamics(p, args.ou_p0)  # noqa: E731
             th, mu, sg = OU_TRUE["theta"], OU_TRUE["mu"], OU_TRUE["sigma"]
             ref = numpy_kf_loglik(
-                ts_np, ys_np, np.array([[-th]]), np.array([th * mu]), np.array([[sg**2]]),
-                np.eye(1), np.array([[OU_NOISE_SD**2]]), np.zeros(1),
+                ts_np,
+                ys_np,
+                np.array([[-th]]),
+                np.array([th * mu]),
+                np.array([[sg**2]]),
+                np.eye(1),
+                np.array([[OU_NOISE_SD**2]]),
+                np.zeros(1),
                 np.array([[args.ou_p0]]),
             )
             label = "OU-KF"
@@ -284,8 +302,15 @@ def main() -> None:
             make_dyn = osc_dynamics
             A, L = osc_matrices(OSC_TRUE["k"], OSC_TRUE["c"], OSC_TRUE["q"])
             ref = numpy_kf_loglik(
-                ts_np, ys_np, A, np.zeros(2), L @ L.T, np.array([[1.0, 0.0]]),
-                np.array([[OSC_TRUE["r"] ** 2]]), np.zeros(2), np.eye(2),
+                ts_np,
+                ys_np,
+                A,
+                np.zeros(2),
+                L @ L.T,
+                np.array([[1.0, 0.0]]),
+                np.array([[OSC_TRUE["r"] ** 2]]),
+                np.zeros(2),
+                np.eye(2),
             )
             label = "OSC-KF"
         ts = jnp.asarray(ts_np)
@@ -301,8 +326,9 @@ def main() -> None:
                 "route": route,
             }
             try:
-                res = time_value_and_grad(make_loglik(make_dyn, ts, ys, route), params,
-                                          args.repeats)
+                res = time_value_and_grad(
+                    make_loglik(make_dyn, ts, ys, route), params, args.repeats
+                )
                 res["loglik_ref_numpy"] = ref
                 res["abs_err_vs_ref"] = abs(res["value"] - ref)
                 row.update(res)
@@ -311,7 +337,11 @@ def main() -> None:
             row["notes"] = (
                 f"jax.jit(jax.value_and_grad(loglik)) at the true parameters; repeats="
                 f"{args.repeats}; "
-                + ("OU x0~N(0,%g) (P0=0 gives NaN); " % args.ou_p0 if problem == "ou" else "")
+                + (
+                    "OU x0~N(0,%g) (P0=0 gives NaN); " % args.ou_p0
+                    if problem == "ou"
+                    else ""
+                )
                 + "indicative timings on a shared 2-core machine"
             )
             print(json.dumps(row), flush=True)

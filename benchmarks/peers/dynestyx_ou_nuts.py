@@ -88,14 +88,13 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+import dynestyx as dsx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
-from numpyro.infer import MCMC, NUTS  # noqa: E402
-
-import dynestyx as dsx  # noqa: E402
 from dynestyx.discretizers import ExactAffineConfig  # noqa: E402
+from numpyro.infer import MCMC, NUTS  # noqa: E402
 from problems import OU_TRUE, ou_nuts_data  # noqa: E402
 
 PARAMS = ("theta", "mu", "sigma")
@@ -166,7 +165,9 @@ class _CompileSpans:
         return total
 
 
-def closed_form_loglik(xs: np.ndarray, dt: float, theta: float, mu: float, sigma: float) -> float:
+def closed_form_loglik(
+    xs: np.ndarray, dt: float, theta: float, mu: float, sigma: float
+) -> float:
     decay = np.exp(-theta * dt)
     sd = np.sqrt(sigma**2 / (2 * theta) * (1 - decay**2))
     mean = mu + (xs[:-1] - mu) * decay
@@ -181,7 +182,10 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--num-chains", type=int, default=2)
     parser.add_argument(
-        "--jitter", type=float, default=1e-10, help="ExactAffineConfig.covariance_jitter"
+        "--jitter",
+        type=float,
+        default=1e-10,
+        help="ExactAffineConfig.covariance_jitter",
     )
     args = parser.parse_args()
 
@@ -210,10 +214,14 @@ def main() -> None:
         return time.perf_counter() - t0, spans.total()
 
     wall_first, compile_first = run_once()
-    samples_first = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    samples_first = {
+        k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()
+    }
     wall_second_raw, compile_second = run_once()
     wall_second = wall_second_raw - compile_second
-    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    samples = {
+        k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()
+    }
     same_draws = all(np.array_equal(samples_first[k], samples[k]) for k in PARAMS)
     divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
 

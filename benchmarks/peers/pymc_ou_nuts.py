@@ -41,7 +41,12 @@ def parse_args():
     p.add_argument("--num-warmup", type=int, default=1000)
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--chains", type=int, default=2)
-    p.add_argument("--num-points", type=int, default=1000, help="length of the OU path (canonical 1000)")
+    p.add_argument(
+        "--num-points",
+        type=int,
+        default=1000,
+        help="length of the OU path (canonical 1000)",
+    )
     p.add_argument(
         "--reuse-compiledir",
         action="store_true",
@@ -54,13 +59,13 @@ ARGS = parse_args()
 if not ARGS.reuse_compiledir:
     _tmp_compiledir = tempfile.mkdtemp(prefix="pytensor_cold_")
     flags = os.environ.get("PYTENSOR_FLAGS", "")
-    os.environ["PYTENSOR_FLAGS"] = ",".join(x for x in (flags, f"base_compiledir={_tmp_compiledir}") if x)
+    os.environ["PYTENSOR_FLAGS"] = ",".join(
+        x for x in (flags, f"base_compiledir={_tmp_compiledir}") if x
+    )
 
 import json  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-
-import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from problems import ou_nuts_data  # noqa: E402

@@ -63,9 +63,14 @@ def parse_args():
     p.add_argument("--num-steps", type=int, default=DOUBLE_WELL["num_steps"])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", default=",".join(GROUPS), help="comma list of: " + ",".join(GROUPS))
     p.add_argument(
-        "--vbt-tol", type=float, default=None, help="VirtualBrownianTree tol (default dt/10)"
+        "--only", default=",".join(GROUPS), help="comma list of: " + ",".join(GROUPS)
+    )
+    p.add_argument(
+        "--vbt-tol",
+        type=float,
+        default=None,
+        help="VirtualBrownianTree tol (default dt/10)",
     )
     return p.parse_args()
 
@@ -81,7 +86,9 @@ SQDT = math.sqrt(DT)
 RESULTS: list[dict] = []
 
 
-def record(impl, dtype, prng, compile_s, warmup_s, times, final, version, unit_count=None):
+def record(
+    impl, dtype, prng, compile_s, warmup_s, times, final, version, unit_count=None
+):
     med = statistics.median(times)
     final = np.asarray(final, dtype=np.float64).ravel()
     row = {
@@ -125,14 +132,25 @@ def bench_numpy():
         warm = time.perf_counter() - t0
         times, out = time_runs(sim)
         assert out.dtype == dtype
-        record("numpy_loop", np.dtype(dtype).name, "pcg64", 0.0, warm, times, out, np.__version__)
+        record(
+            "numpy_loop",
+            np.dtype(dtype).name,
+            "pcg64",
+            0.0,
+            warm,
+            times,
+            out,
+            np.__version__,
+        )
 
 
 # --------------------------------------------------------------------------- jax
 def jax_setup():
     import jax
 
-    jax.config.update("jax_enable_x64", True)  # needed for the float64 rows; f32 rows are explicit
+    jax.config.update(
+        "jax_enable_x64", True
+    )  # needed for the float64 rows; f32 rows are explicit
     return jax
 
 
@@ -186,7 +204,9 @@ def bench_jax():
     def make_pregen(dtype, normal):
         def sim(key):
             zs = normal(key, (STEPS, N), dtype)
-            x, _ = lax.scan(lambda x, z: (drift_step(x, z), None), jnp.full((N,), X0, dtype), zs)
+            x, _ = lax.scan(
+                lambda x, z: (drift_step(x, z), None), jnp.full((N,), X0, dtype), zs
+            )
             return x
 
         return sim
@@ -202,7 +222,11 @@ def bench_jax():
                 "jax_scan_pregen", dn, impl, make_pregen(dtype, jax.random.normal), key
             )
             jax_compile_and_time(
-                "jax_scan_inside_boxmuller", dn, impl, make_inside(dtype, box_muller), key
+                "jax_scan_inside_boxmuller",
+                dn,
+                impl,
+                make_inside(dtype, box_muller),
+                key,
             )
 
 
@@ -216,9 +240,18 @@ def bench_normals():
         for impl in JAX_PRNGS:
             key = jax.random.key(ARGS.seed, impl=impl)
             for name, fn in (
-                ("jax_normals_erfinv", lambda k, d=dtype: jax.random.normal(k, (STEPS, N), d)),
-                ("jax_normals_boxmuller", lambda k, d=dtype: box_muller(k, (STEPS, N), d)),
-                ("jax_uniform_only", lambda k, d=dtype: jax.random.uniform(k, (STEPS, N), d)),
+                (
+                    "jax_normals_erfinv",
+                    lambda k, d=dtype: jax.random.normal(k, (STEPS, N), d),
+                ),
+                (
+                    "jax_normals_boxmuller",
+                    lambda k, d=dtype: box_muller(k, (STEPS, N), d),
+                ),
+                (
+                    "jax_uniform_only",
+                    lambda k, d=dtype: jax.random.uniform(k, (STEPS, N), d),
+                ),
             ):
                 t0 = time.perf_counter()
                 compiled = jax.jit(fn).lower(key).compile()
@@ -227,7 +260,17 @@ def bench_normals():
                 jax.block_until_ready(compiled(key))
                 warm = time.perf_counter() - t0
                 times, out = time_runs(lambda: compiled(key), jax.block_until_ready)
-                record(name, dn, impl, comp, warm, times, out, jax.__version__, unit_count=count)
+                record(
+                    name,
+                    dn,
+                    impl,
+                    comp,
+                    warm,
+                    times,
+                    out,
+                    jax.__version__,
+                    unit_count=count,
+                )
 
 
 # --------------------------------------------------------------------------- diffrax
@@ -257,7 +300,11 @@ def bench_diffrax():
         bm = make_bm(kind, key, shape)
         # Diagonal noise: scalar state -> plain ControlTerm (scalar product); batched state ->
         # elementwise product via a lineax diagonal operator.
-        noise = diffrax.ControlTerm(diffusion, bm) if shape == () else _diag_term(diffrax, diffusion, bm)
+        noise = (
+            diffrax.ControlTerm(diffusion, bm)
+            if shape == ()
+            else _diag_term(diffrax, diffusion, bm)
+        )
         terms = diffrax.MultiTerm(diffrax.ODETerm(drift), noise)
         sol = diffrax.diffeqsolve(
             terms,
@@ -285,7 +332,10 @@ def bench_diffrax():
         def batched(key, kind=kind):
             return solve(kind, key, (N,))
 
-        for impl, fn in ((f"diffrax_{kind}_vmap", vmapped), (f"diffrax_{kind}_batched", batched)):
+        for impl, fn in (
+            (f"diffrax_{kind}_vmap", vmapped),
+            (f"diffrax_{kind}_batched", batched),
+        ):
             t0_ = time.perf_counter()
             compiled = jax.jit(fn).lower(key).compile()
             comp = time.perf_counter() - t0_
@@ -296,7 +346,9 @@ def bench_diffrax():
             ys, nsteps = out
             nsteps = np.unique(np.asarray(nsteps))
             assert ys.dtype == dtype, ys.dtype
-            assert nsteps.tolist() == [STEPS], f"diffrax took {nsteps} steps, expected {STEPS}"
+            assert nsteps.tolist() == [STEPS], (
+                f"diffrax took {nsteps} steps, expected {STEPS}"
+            )
             note = prng_note + (f", vbt_tol={float(tol):.2e}" if kind == "vbt" else "")
             record(impl, "float32", note, comp, warm, times, ys, diffrax.__version__)
 
@@ -305,7 +357,9 @@ def _diag_term(diffrax, diffusion, bm):
     """Diagonal-noise diffusion term: elementwise g(t, y) * dW."""
     import lineax as lx
 
-    return diffrax.ControlTerm(lambda t, y, a: lx.DiagonalLinearOperator(diffusion(t, y, a)), bm)
+    return diffrax.ControlTerm(
+        lambda t, y, a: lx.DiagonalLinearOperator(diffusion(t, y, a)), bm
+    )
 
 
 # --------------------------------------------------------------------------- torchsde / torch
@@ -338,7 +392,9 @@ def bench_torchsde():
         def __call__(self, ta, tb=None, return_U=False, return_A=False):
             if tb is None or return_U or return_A:
                 raise NotImplementedError("increments only")
-            return torch.randn(self._size, dtype=self._dtype) * math.sqrt(float(tb) - float(ta))
+            return torch.randn(self._size, dtype=self._dtype) * math.sqrt(
+                float(tb) - float(ta)
+            )
 
         def __repr__(self):
             return "Increments()"
@@ -356,7 +412,9 @@ def bench_torchsde():
         if kind == "default":
             return None  # sdeint builds BrownianInterval(t0, t1, size, ...)
         if kind == "interval_nocache":
-            return torchsde.BrownianInterval(0.0, T_END, size=(N, 1), dtype=dtype, cache_size=None)
+            return torchsde.BrownianInterval(
+                0.0, T_END, size=(N, 1), dtype=dtype, cache_size=None
+            )
         if kind == "tree":
             return torchsde.BrownianTree(0.0, torch.zeros(N, 1, dtype=dtype), t1=T_END)
         return Increments((N, 1), dtype)
@@ -365,7 +423,9 @@ def bench_torchsde():
 
         def run(kind=kind):
             with torch.no_grad():
-                ys = torchsde.sdeint(sde, y0, ts, method="euler", dt=DT, bm=make_bm(kind))
+                ys = torchsde.sdeint(
+                    sde, y0, ts, method="euler", dt=DT, bm=make_bm(kind)
+                )
             return ys[-1].numpy()
 
         t0 = time.perf_counter()
@@ -373,7 +433,16 @@ def bench_torchsde():
         warm = time.perf_counter() - t0
         times, out = time_runs(run)
         prng = "torch.randn (mt19937)" if kind == "increments" else f"BM:{kind}"
-        record(f"torchsde_{kind}", "float32", prng, 0.0, warm, times, out, torchsde.__version__)
+        record(
+            f"torchsde_{kind}",
+            "float32",
+            prng,
+            0.0,
+            warm,
+            times,
+            out,
+            torchsde.__version__,
+        )
 
 
 def bench_torch():
@@ -394,7 +463,16 @@ def bench_torch():
     run()
     warm = time.perf_counter() - t0
     times, out = time_runs(run)
-    record("torch_loop", "float32", "torch.randn (mt19937)", 0.0, warm, times, out, torch.__version__)
+    record(
+        "torch_loop",
+        "float32",
+        "torch.randn (mt19937)",
+        0.0,
+        warm,
+        times,
+        out,
+        torch.__version__,
+    )
 
 
 def main():

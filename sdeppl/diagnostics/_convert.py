@@ -25,7 +25,9 @@ def _time_dim_names(paths: dict[str, PathCoords]) -> dict[str, str]:
     return {name: f"{name}_time" for name in paths}
 
 
-def path_dims(name: str, shape: tuple, paths: dict[str, PathCoords], time_names: dict[str, str]):
+def path_dims(
+    name: str, shape: tuple, paths: dict[str, PathCoords], time_names: dict[str, str]
+):
     """Dims of a per-draw value of variable ``name`` (shape without chain/draw), or None."""
     base = name
     for suffix in ("_forecast", "_one_step"):
@@ -34,7 +36,11 @@ def path_dims(name: str, shape: tuple, paths: dict[str, PathCoords], time_names:
     if base not in paths:
         return None
     p = paths[base]
-    time = f"{time_names[base]}_forecast" if name.endswith("_forecast") else time_names[base]
+    time = (
+        f"{time_names[base]}_forecast"
+        if name.endswith("_forecast")
+        else time_names[base]
+    )
     tail = [time] if p.scalar_state else [time, "state"]
     lead = [f"{name}_dim_{i}" for i in range(len(shape) - len(tail))]
     return lead + tail
@@ -89,7 +95,10 @@ def to_inference_data(
         posterior={k: np.asarray(v) for k, v in posterior.items()},
         sample_stats={k: np.asarray(v) for k, v in sample_stats.items()},
         observed_data={k: np.asarray(v) for k, v in observed_data.items()},
-        posterior_predictive={k: np.asarray(v) for k, v in (posterior_predictive or {}).items()} or None,
+        posterior_predictive={
+            k: np.asarray(v) for k, v in (posterior_predictive or {}).items()
+        }
+        or None,
         coords=coords,
         dims=dims,
         attrs=attrs,

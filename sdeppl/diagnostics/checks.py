@@ -54,7 +54,9 @@ def _worst(dataset, reduce):
     return best_value, best_name
 
 
-def check(idata: az.InferenceData, *, max_tree_depth: int | None = None) -> pd.DataFrame:
+def check(
+    idata: az.InferenceData, *, max_tree_depth: int | None = None
+) -> pd.DataFrame:
     """Table of checks: columns ``check, value, status, advice``.
 
     ``max_tree_depth`` enables the tree-depth check (NUTS); otherwise it is read from the
@@ -67,20 +69,36 @@ def check(idata: az.InferenceData, *, max_tree_depth: int | None = None) -> pd.D
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rhat, rhat_var = _worst(az.rhat(idata, var_names=var_names), np.max)
-        bulk, bulk_var = _worst(az.ess(idata, var_names=var_names, method="bulk"), np.min)
-        tail, tail_var = _worst(az.ess(idata, var_names=var_names, method="tail"), np.min)
+        bulk, bulk_var = _worst(
+            az.ess(idata, var_names=var_names, method="bulk"), np.min
+        )
+        tail, tail_var = _worst(
+            az.ess(idata, var_names=var_names, method="tail"), np.min
+        )
     if chains > 1 and rhat is not None:
         rows.append(
             (
                 "R-hat",
                 f"{rhat:.3f} ({rhat_var})",
                 _grade(rhat, lambda v: v <= 1.01, lambda v: v <= 1.05),
-                "chains agree" if rhat <= 1.01 else "chains disagree: warm up longer, draw more, or reparametrise",
+                "chains agree"
+                if rhat <= 1.01
+                else "chains disagree: warm up longer, draw more, or reparametrise",
             )
         )
     elif chains == 1:
-        rows.append(("R-hat", "n/a (1 chain)", "warn", "run at least 2 chains to check convergence"))
-    for label, value, var in (("bulk ESS", bulk, bulk_var), ("tail ESS", tail, tail_var)):
+        rows.append(
+            (
+                "R-hat",
+                "n/a (1 chain)",
+                "warn",
+                "run at least 2 chains to check convergence",
+            )
+        )
+    for label, value, var in (
+        ("bulk ESS", bulk, bulk_var),
+        ("tail ESS", tail, tail_var),
+    ):
         if value is None:
             continue
         status = _grade(value, lambda v: v >= 100 * chains, lambda v: v >= 50 * chains)
@@ -124,7 +142,14 @@ def check(idata: az.InferenceData, *, max_tree_depth: int | None = None) -> pd.D
             if status == "pass"
             else "trajectories hit the maximum depth: raise max_tree_depth or reparametrise"
         )
-        rows.append(("tree-depth saturation", f"{100 * frac:.1f}% at depth {max_tree_depth}", status, advice))
+        rows.append(
+            (
+                "tree-depth saturation",
+                f"{100 * frac:.1f}% at depth {max_tree_depth}",
+                status,
+                advice,
+            )
+        )
     if hasattr(idata, "log_likelihood") and len(idata.log_likelihood.data_vars) == 1:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

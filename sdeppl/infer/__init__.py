@@ -9,3 +9,4 @@ from ._result import Fit as Fit
 from ._result import load as load
 from .fit import enable_compilation_cache as enable_compilation_cache
 from .fit import fit as fit
+from .sbc import sbc as sbc

@@ -58,7 +58,13 @@ def _path_info(fn) -> PathInfo | None:
     if path is None:
         return None
     ts = None if isinstance(path.ts, jax.core.Tracer) else np.asarray(path.ts)
-    return PathInfo(ts, path.scalar_state, len(fn.batch_shape), path.substeps, not isinstance(path.x0, numpyro.distributions.Distribution))
+    return PathInfo(
+        ts,
+        path.scalar_state,
+        len(fn.batch_shape),
+        path.substeps,
+        not isinstance(path.x0, numpyro.distributions.Distribution),
+    )
 
 
 def inspect_model(model, args, kwargs) -> dict[str, SiteInfo]:
@@ -70,7 +76,9 @@ def inspect_model(model, args, kwargs) -> dict[str, SiteInfo]:
     sites: dict[str, SiteInfo] = {}
 
     def run():
-        tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(*args, **kwargs)
+        tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(
+            *args, **kwargs
+        )
         for name, site in tr.items():
             if site["type"] != "sample":
                 continue
@@ -114,7 +122,9 @@ class ModelAdapter:
                 "method='nuts' (NumPyro NUTS enumerates discrete sites)."
             )
         if not latent:
-            raise ValueError("fit: the model has no latent sample sites; there is nothing to infer.")
+            raise ValueError(
+                "fit: the model has no latent sample sites; there is nothing to infer."
+            )
         self.latent_names = tuple(latent)
         self._unravel = None
 
@@ -122,9 +132,12 @@ class ModelAdapter:
         """Unconstrained zeros with the right shapes, from an abstract trace."""
 
         def run():
-            tr = numpyro.handlers.trace(numpyro.handlers.seed(self.model, 0)).get_trace(*self.args, **self.kwargs)
+            tr = numpyro.handlers.trace(numpyro.handlers.seed(self.model, 0)).get_trace(
+                *self.args, **self.kwargs
+            )
             return {
-                n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"]) for n in self.latent_names
+                n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"])
+                for n in self.latent_names
             }
 
         shapes = jax.eval_shape(run)
@@ -144,7 +157,13 @@ class ModelAdapter:
 
     def constrain(self, z):
         """Constrained values of latent and deterministic sites at ``z``."""
-        return constrain_fn(self.model, self.args, self.kwargs, self.unravel(z), return_deterministic=True)
+        return constrain_fn(
+            self.model,
+            self.args,
+            self.kwargs,
+            self.unravel(z),
+            return_deterministic=True,
+        )
 
     def initial_position(self, key, radius: float = 2.0, max_tries: int = 100):
         """A uniform draw in ``[-radius, radius]^dim`` (unconstrained) with finite density.
@@ -174,7 +193,9 @@ class ModelAdapter:
         """The concrete observed value of site ``name``."""
         value = self.sites[name].value
         if value is None:
-            raise ValueError(f"fit: the observed value of site {name!r} is not concrete.")
+            raise ValueError(
+                f"fit: the observed value of site {name!r} is not concrete."
+            )
         return value
 
     def dim_and_dtype(self):

@@ -41,7 +41,9 @@ class Fit:
 
     def summary(self, var_names=None, **kwargs) -> pd.DataFrame:
         """``arviz.summary`` of the parameters (or of ``var_names``)."""
-        return az.summary(self.idata, var_names=var_names or self.parameter_names(), **kwargs)
+        return az.summary(
+            self.idata, var_names=var_names or self.parameter_names(), **kwargs
+        )
 
     def diagnostics(self) -> pd.DataFrame:
         """Checks with ``pass``/``warn``/``fail`` and advice (see :mod:`sdeppl.diagnostics`)."""
@@ -80,4 +82,3 @@ def load(path) -> Fit:
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: no such file {os.fspath(path)!r}.")
     return Fit(az.from_netcdf(path))
-

@@ -37,8 +37,14 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
     current = jax.config.jax_compilation_cache_dir
     if current:
         return current
-    path = path or os.environ.get(_CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "sdeppl", "jax"
+    path = (
+        path
+        or os.environ.get(_CACHE_ENV)
+        or os.path.join(
+            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+            "sdeppl",
+            "jax",
+        )
     )
     if path.lower() in ("off", "0", "none", ""):
         return None
@@ -52,11 +58,19 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
 def _model_name(model) -> str:
     name = getattr(model, "__name__", type(model).__name__)
     module = getattr(model, "__module__", "") or ""
-    return f"{module}.{name}" if name == "model" and module not in ("", "__main__") else name
+    return (
+        f"{module}.{name}"
+        if name == "model" and module not in ("", "__main__")
+        else name
+    )
 
 
 def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | np.integer)
+        or value < minimum
+    ):
         raise ValueError(f"fit: {name} must be an int >= {minimum}; got {value!r}.")
     return int(value)
 
@@ -83,7 +97,13 @@ def _map_chains(one_chain, keys, positions, chain_method: str):
     if num_devices > 1:
         mesh = Mesh(np.asarray(devices[:num_devices]), ("chain",))
         spec = P("chain")
-        local = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)
+        local = jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(spec, spec, spec),
+            out_specs=spec,
+            check_vma=False,
+        )
     return jax.jit(local)(keys, positions, ids)
 
 
@@ -125,8 +145,14 @@ def _run_blackjax(adapter, key, settings, progress):
         )
 
     if progress:
-        print(f"sdeppl: compiling the {label} sampler (cached for later runs)...", file=sys.stderr, flush=True)
-    draws, stats, tuning = _map_chains(one_chain, run_keys, init_keys, settings["chain_method"])
+        print(
+            f"sdeppl: compiling the {label} sampler (cached for later runs)...",
+            file=sys.stderr,
+            flush=True,
+        )
+    draws, stats, tuning = _map_chains(
+        one_chain, run_keys, init_keys, settings["chain_method"]
+    )
     constrained = jax.jit(jax.vmap(jax.vmap(adapter.constrain)))(draws)
     stats = {k: np.asarray(v) for k, v in stats._asdict().items()}
     return constrained, stats, {k: np.asarray(v) for k, v in tuning.items()}
@@ -139,7 +165,9 @@ def _run_numpyro(adapter, key, settings, progress):
         max_tree_depth=settings["max_tree_depth"],
         dense_mass=settings["dense_mass"],
     )
-    chain_method = "parallel" if jax.local_device_count() >= settings["chains"] else "sequential"
+    chain_method = (
+        "parallel" if jax.local_device_count() >= settings["chains"] else "sequential"
+    )
     mcmc = MCMC(
         kernel,
         num_warmup=settings["warmup"],
@@ -152,11 +180,22 @@ def _run_numpyro(adapter, key, settings, progress):
     mcmc.run(
         key,
         *adapter.args,
-        extra_fields=("diverging", "num_steps", "accept_prob", "energy", "potential_energy", "adapt_state.step_size"),
+        extra_fields=(
+            "diverging",
+            "num_steps",
+            "accept_prob",
+            "energy",
+            "potential_energy",
+            "adapt_state.step_size",
+        ),
         **adapter.kwargs,
     )
-    constrained = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    constrained = {
+        k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()
+    }
+    extra = {
+        k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()
+    }
     stats = SamplerStats(
         diverging=extra["diverging"],
         tree_depth=np.floor(np.log2(extra["num_steps"] + 1)).astype(np.int32),
@@ -213,7 +252,12 @@ def pointwise_log_likelihood(adapter, samples: dict):
     observed = adapter.sites
     masks, times = {}, {}
     for name, site in adapter.path_sites.items():
-        if site.observed and site.path is not None and not site.path.substeps and site.path.ts is not None:
+        if (
+            site.observed
+            and site.path is not None
+            and not site.path.substeps
+            and site.path.ts is not None
+        ):
             masks[name] = _informative_times(site.path, adapter.trace_value(name))
             times[name] = site.path.ts[masks[name]]
 
@@ -222,10 +266,16 @@ def pointwise_log_likelihood(adapter, samples: dict):
         out = {}
         for name, site in sites.items():
             fn = site["fn"]
-            base = fn.base_dist if isinstance(fn, numpyro.distributions.ExpandedDistribution) else fn
+            base = (
+                fn.base_dist
+                if isinstance(fn, numpyro.distributions.ExpandedDistribution)
+                else fn
+            )
             if name in masks and isinstance(base, Path):
                 pointwise = base.pointwise_log_prob(site["value"])
-                pointwise = jnp.broadcast_to(pointwise, fn.batch_shape + pointwise.shape[-1:])
+                pointwise = jnp.broadcast_to(
+                    pointwise, fn.batch_shape + pointwise.shape[-1:]
+                )
                 out[name] = pointwise[..., masks[name]]
             else:
                 out[name] = fn.log_prob(site["value"])
@@ -233,7 +283,9 @@ def pointwise_log_likelihood(adapter, samples: dict):
 
     del observed
     values = jax.jit(jax.vmap(one))(flat)
-    return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()}, times
+    return {
+        k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()
+    }, times
 
 
 def posterior_predictive_draws(adapter, samples: dict, key):
@@ -249,7 +301,9 @@ def posterior_predictive_draws(adapter, samples: dict, key):
 def one_step_predictive_draws(adapter, samples: dict, key):
     """One-step-ahead predictive draws of every observed path site (``{name}_one_step``)."""
     names = [
-        n for n, s in adapter.path_sites.items() if s.observed and s.path is not None and not s.path.substeps
+        n
+        for n, s in adapter.path_sites.items()
+        if s.observed and s.path is not None and not s.path.substeps
     ]
     if not names:
         return {}
@@ -260,9 +314,17 @@ def one_step_predictive_draws(adapter, samples: dict, key):
         out = {}
         for i, name in enumerate(names):
             fn = sites[name]["fn"]
-            path = fn.base_dist if isinstance(fn, numpyro.distributions.ExpandedDistribution) else fn
-            value = jnp.broadcast_to(sites[name]["value"], fn.batch_shape + fn.event_shape)
-            out[f"{name}_one_step"] = path.one_step_sample(jax.random.fold_in(key, i), value)
+            path = (
+                fn.base_dist
+                if isinstance(fn, numpyro.distributions.ExpandedDistribution)
+                else fn
+            )
+            value = jnp.broadcast_to(
+                sites[name]["value"], fn.batch_shape + fn.event_shape
+            )
+            out[f"{name}_one_step"] = path.one_step_sample(
+                jax.random.fold_in(key, i), value
+            )
         return out
 
     keys = jax.random.split(key, next(iter(flat.values())).shape[0])
@@ -279,7 +341,11 @@ def forecast_draws(adapter, samples: dict, key, horizon: float, num_steps: int):
     times)``.
     """
     flat, lead = _flat_draws(samples)
-    path_names = [n for n, s in adapter.path_sites.items() if s.path is not None and s.path.ts is not None]
+    path_names = [
+        n
+        for n, s in adapter.path_sites.items()
+        if s.path is not None and s.path.ts is not None
+    ]
     if not path_names:
         return {}, {}
     times = {}
@@ -289,26 +355,46 @@ def forecast_draws(adapter, samples: dict, key, horizon: float, num_steps: int):
 
     def one(draw, key):
         tr = numpyro.handlers.trace(
-            numpyro.handlers.substitute(numpyro.handlers.seed(adapter.raw_model, 0), data=draw)
+            numpyro.handlers.substitute(
+                numpyro.handlers.seed(adapter.raw_model, 0), data=draw
+            )
         ).get_trace(*adapter.args, **adapter.kwargs)
         out = {}
         for i, name in enumerate(path_names):
             fn = tr[name]["fn"]
-            path = fn.base_dist if isinstance(fn, numpyro.distributions.ExpandedDistribution) else fn
+            path = (
+                fn.base_dist
+                if isinstance(fn, numpyro.distributions.ExpandedDistribution)
+                else fn
+            )
             value = draw.get(name, tr[name]["value"])
             state_ndim = 0 if path.scalar_state else 1
             last = value[..., -1] if path.scalar_state else value[..., -1, :]
-            ts = jnp.concatenate([path.ts[-1:], jnp.asarray(times[name], path.ts.dtype)])
-            future = Path(path.sde, ts, x0=jnp.zeros(path._state_shape, path.ts.dtype), method=path.method, substeps=path.substeps)
+            ts = jnp.concatenate(
+                [path.ts[-1:], jnp.asarray(times[name], path.ts.dtype)]
+            )
+            future = Path(
+                path.sde,
+                ts,
+                x0=jnp.zeros(path._state_shape, path.ts.dtype),
+                method=path.method,
+                substeps=path.substeps,
+            )
             batch = jnp.shape(last)[: jnp.ndim(last) - state_ndim]
-            xi = jax.random.normal(jax.random.fold_in(key, i), batch + future.noise_shape, path.ts.dtype)
+            xi = jax.random.normal(
+                jax.random.fold_in(key, i), batch + future.noise_shape, path.ts.dtype
+            )
             continued = future.transform_noise(last, xi)
-            out[f"{name}_forecast"] = continued[..., 1:] if path.scalar_state else continued[..., 1:, :]
+            out[f"{name}_forecast"] = (
+                continued[..., 1:] if path.scalar_state else continued[..., 1:, :]
+            )
         return out
 
     keys = jax.random.split(key, next(iter(flat.values())).shape[0])
     values = jax.jit(jax.vmap(one))(flat, keys)
-    return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()}, times
+    return {
+        k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()
+    }, times
 
 
 def fit(
@@ -388,10 +474,14 @@ def fit(
         raise ValueError(f"fit: unknown method {method!r}; expected one of {METHODS}.")
     clash = set(kwargs) & set(model_kwargs or {})
     if clash:
-        raise ValueError(f"fit: model keyword(s) {sorted(clash)} given both in model_kwargs and directly.")
+        raise ValueError(
+            f"fit: model keyword(s) {sorted(clash)} given both in model_kwargs and directly."
+        )
     kwargs = {**kwargs, **(model_kwargs or {})}
     if chain_method not in CHAIN_METHODS:
-        raise ValueError(f"fit: chain_method must be one of {CHAIN_METHODS}; got {chain_method!r}.")
+        raise ValueError(
+            f"fit: chain_method must be one of {CHAIN_METHODS}; got {chain_method!r}."
+        )
     settings = {
         "method": method,
         "chains": _check_int("chains", chains, 1),
@@ -405,14 +495,24 @@ def fit(
         "chain_method": chain_method,
     }
     if not 0.0 < settings["target_accept"] < 1.0:
-        raise ValueError(f"fit: target_accept must be in (0, 1); got {target_accept!r}.")
+        raise ValueError(
+            f"fit: target_accept must be in (0, 1); got {target_accept!r}."
+        )
     if settings["samples"] < settings["thinning"]:
         raise ValueError(f"fit: samples ({samples}) must be >= thinning ({thinning}).")
     if forecast is not None:
-        if not isinstance(forecast, dict) or set(forecast) - {"horizon", "steps"} or "horizon" not in forecast:
-            raise ValueError(f"fit: forecast must be a dict {{'horizon': float, 'steps': int}}; got {forecast!r}.")
+        if (
+            not isinstance(forecast, dict)
+            or set(forecast) - {"horizon", "steps"}
+            or "horizon" not in forecast
+        ):
+            raise ValueError(
+                f"fit: forecast must be a dict {{'horizon': float, 'steps': int}}; got {forecast!r}."
+            )
         if not float(forecast["horizon"]) > 0:
-            raise ValueError(f"fit: forecast horizon must be > 0; got {forecast['horizon']!r}.")
+            raise ValueError(
+                f"fit: forecast horizon must be > 0; got {forecast['horizon']!r}."
+            )
     cache_dir = enable_compilation_cache() if compilation_cache else None
 
     start = time.perf_counter()
@@ -425,17 +525,31 @@ def fit(
         constrained, stats, tuning = _run_blackjax(adapter, key_run, settings, progress)
     sampling_s = time.perf_counter() - start
     samples_by_chain = {k: jnp.asarray(v) for k, v in constrained.items()}
-    observed = {n: np.asarray(adapter.trace_value(n)) for n, s in adapter.sites.items() if s.observed}
-    log_lik, ll_times = pointwise_log_likelihood(adapter, samples_by_chain) if log_likelihood and observed else ({}, {})
+    observed = {
+        n: np.asarray(adapter.trace_value(n))
+        for n, s in adapter.sites.items()
+        if s.observed
+    }
+    log_lik, ll_times = (
+        pointwise_log_likelihood(adapter, samples_by_chain)
+        if log_likelihood and observed
+        else ({}, {})
+    )
     predictive = {}
     if posterior_predictive and observed:
         key_pp, key_one_step = jax.random.split(key_pp)
         predictive = posterior_predictive_draws(adapter, samples_by_chain, key_pp)
-        predictive.update(one_step_predictive_draws(adapter, samples_by_chain, key_one_step))
+        predictive.update(
+            one_step_predictive_draws(adapter, samples_by_chain, key_one_step)
+        )
     forecast_times = {}
     if forecast is not None:
         values, forecast_times = forecast_draws(
-            adapter, samples_by_chain, key_fc, float(forecast["horizon"]), int(forecast.get("steps", 10))
+            adapter,
+            samples_by_chain,
+            key_fc,
+            float(forecast["horizon"]),
+            int(forecast.get("steps", 10)),
         )
         predictive.update(values)
     wall_s = time.perf_counter() - start
@@ -448,10 +562,15 @@ def fit(
         "model": _model_name(model),
         "devices": [str(d) for d in jax.local_devices()],
         "compilation_cache": cache_dir,
-        "tuning": {k: np.asarray(v).tolist() for k, v in tuning.items() if np.size(v) <= 64},
+        "tuning": {
+            k: np.asarray(v).tolist() for k, v in tuning.items() if np.size(v) <= 64
+        },
         "versions": {
             "python": platform.python_version(),
-            **{pkg: version(pkg) for pkg in ("sdeppl", "jax", "numpyro", "blackjax", "arviz")},
+            **{
+                pkg: version(pkg)
+                for pkg in ("sdeppl", "jax", "numpyro", "blackjax", "arviz")
+            },
         },
     }
     idata = to_inference_data(

@@ -100,7 +100,9 @@ def _progress_callback(label: str, total: int, chain_count: int, enabled: bool):
     def update(step, chain):
         chain = int(np.asarray(chain).reshape(-1)[0])
         if chain not in bars:
-            bars[chain] = tqdm(total=total, desc=f"{label} chain {chain}", leave=True, mininterval=0.5)
+            bars[chain] = tqdm(
+                total=total, desc=f"{label} chain {chain}", leave=True, mininterval=0.5
+            )
         bar = bars[chain]
         bar.update(int(step) - bar.n)
         if int(step) >= total:
@@ -149,10 +151,14 @@ def run_nuts(
     schedule = stan_schedule(num_warmup)
     total = num_warmup + num_samples
     slow = jnp.asarray(np.concatenate([schedule.slow, np.zeros(num_samples, bool)]))
-    window_end = jnp.asarray(np.concatenate([schedule.window_end, np.zeros(num_samples, bool)]))
+    window_end = jnp.asarray(
+        np.concatenate([schedule.window_end, np.zeros(num_samples, bool)])
+    )
     kernel = blackjax.mcmc.nuts.build_kernel()
     da_init, da_update, da_final = dual_averaging_adaptation(target_accept)
-    mm_init, mm_update, mm_final = mass_matrix_adaptation(is_diagonal_matrix=not dense_mass)
+    mm_init, mm_update, mm_final = mass_matrix_adaptation(
+        is_diagonal_matrix=not dense_mass
+    )
     every = max(total // 50, 1)
 
     mm_state = mm_init(dim)
@@ -178,24 +184,40 @@ def run_nuts(
         state, adapt, draws, stats, warmup_divergences = carry
         i, key_i, is_slow, is_window_end = args
         new_state, info = kernel(
-            key_i, state, logdensity_fn, adapt.step_size, adapt.inverse_mass_matrix, max_tree_depth
+            key_i,
+            state,
+            logdensity_fn,
+            adapt.step_size,
+            adapt.inverse_mass_matrix,
+            max_tree_depth,
         )
         in_warmup = i < num_warmup
-        acceptance = jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0)
+        acceptance = jnp.where(
+            jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0
+        )
 
         # --- warm-up: dual averaging always, Welford in slow windows, restart at window ends
         da_state = da_update(adapt.step_size_state, acceptance)
         mm_state = jax.lax.cond(
-            is_slow, lambda m: mm_update(m, new_state.position), lambda m: m, adapt.metric_state
+            is_slow,
+            lambda m: mm_update(m, new_state.position),
+            lambda m: m,
+            adapt.metric_state,
         )
         mm_state = jax.lax.cond(is_window_end, mm_final, lambda m: m, mm_state)
-        inverse_mass = jnp.where(is_window_end, mm_state.inverse_mass_matrix, adapt.inverse_mass_matrix)
+        inverse_mass = jnp.where(
+            is_window_end, mm_state.inverse_mass_matrix, adapt.inverse_mass_matrix
+        )
         step_size = jnp.exp(da_state.log_step_size)
-        da_state = jax.lax.cond(is_window_end, lambda _: da_init(step_size), lambda d: d, da_state)
+        da_state = jax.lax.cond(
+            is_window_end, lambda _: da_init(step_size), lambda d: d, da_state
+        )
         last_warmup = i == num_warmup - 1
         step_size = jnp.where(last_warmup, da_final(da_state), step_size)
         warm = AdaptationState(da_state, mm_state, step_size, inverse_mass)
-        adapt = jax.tree_util.tree_map(lambda w, a: jnp.where(in_warmup, w, a), warm, adapt)
+        adapt = jax.tree_util.tree_map(
+            lambda w, a: jnp.where(in_warmup, w, a), warm, adapt
+        )
 
         # --- sampling: keep every `thinning`-th draw in the preallocated buffer
         j = (i - num_warmup) // thinning
@@ -212,7 +234,9 @@ def run_nuts(
             lp=new_state.logdensity,
             step_size=adapt.step_size,
         )
-        stats = jax.tree_util.tree_map(lambda s, r: s.at[slot].set(jnp.where(keep, r, s[slot])), stats, row)
+        stats = jax.tree_util.tree_map(
+            lambda s, r: s.at[slot].set(jnp.where(keep, r, s[slot])), stats, row
+        )
         warmup_divergences = warmup_divergences + (in_warmup & info.is_divergent)
         if progress is not None:
             jax.lax.cond(
@@ -294,19 +318,32 @@ def run_mclmc(
 
     def body(state, args):
         i, key_i = args
-        state, info = kernel(key_i, state, logdensity_fn, params.inverse_mass_matrix, params.L, params.step_size)
+        state, info = kernel(
+            key_i,
+            state,
+            logdensity_fn,
+            params.inverse_mass_matrix,
+            params.L,
+            params.step_size,
+        )
         if progress is not None:
             jax.lax.cond(
                 ((i + 1) % every == 0) | (i + 1 == num_samples),
                 lambda: jax.debug.callback(progress, num_warmup + i + 1, chain_id),
                 lambda: None,
             )
-        row = MCLMCStats(~info.nonans, info.energy_change, info.logdensity, params.step_size)
+        row = MCLMCStats(
+            ~info.nonans, info.energy_change, info.logdensity, params.step_size
+        )
         return state, (state.position, row)
 
     _, (positions, stats) = jax.lax.scan(
         body, state, (jnp.arange(num_samples), jax.random.split(key_run, num_samples))
     )
     keep = slice(thinning - 1, num_kept * thinning, thinning)
-    tuning = {"step_size": params.step_size, "L": params.L, "inverse_mass_matrix": params.inverse_mass_matrix}
+    tuning = {
+        "step_size": params.step_size,
+        "L": params.L,
+        "inverse_mass_matrix": params.inverse_mass_matrix,
+    }
     return positions[keep], jax.tree_util.tree_map(lambda a: a[keep], stats), tuning

@@ -31,16 +31,25 @@ def check_times(ts, owner: str):
                 f"{owner}: ts must be a 1-D time grid of length >= 2, shape (T,); got shape "
                 f"{ts.shape}. Pass one time grid; batch over parameters instead."
             )
-        return ts if jnp.issubdtype(ts.dtype, jnp.floating) else ts.astype(float_dtype())
+        return (
+            ts if jnp.issubdtype(ts.dtype, jnp.floating) else ts.astype(float_dtype())
+        )
     t = np.asarray(ts)
-    t = t.astype(t.dtype if np.issubdtype(t.dtype, np.floating) and t.dtype.itemsize <= np.dtype(float_dtype()).itemsize else float_dtype())
+    t = t.astype(
+        t.dtype
+        if np.issubdtype(t.dtype, np.floating)
+        and t.dtype.itemsize <= np.dtype(float_dtype()).itemsize
+        else float_dtype()
+    )
     if t.ndim != 1 or t.shape[0] < 2:
         raise ValueError(
             f"{owner}: ts must be a 1-D time grid of length >= 2, shape (T,); got shape "
             f"{t.shape}. Pass one time grid; batch over parameters instead."
         )
     if not np.all(np.isfinite(t)):
-        raise ValueError(f"{owner}: ts must be finite; got non-finite values at {np.flatnonzero(~np.isfinite(t))[:5]}.")
+        raise ValueError(
+            f"{owner}: ts must be finite; got non-finite values at {np.flatnonzero(~np.isfinite(t))[:5]}."
+        )
     bad = np.flatnonzero(np.diff(t) <= 0)
     if bad.size:
         k = int(bad[0])

@@ -8,7 +8,12 @@ import numpy as np
 from numpyro.distributions import Distribution, constraints
 from numpyro.distributions.util import validate_sample
 
-from ..solvers import bridge_moments, bridge_scale_kind, gaussian_log_prob, gaussian_transform
+from ..solvers import (
+    bridge_moments,
+    bridge_scale_kind,
+    gaussian_log_prob,
+    gaussian_transform,
+)
 from ._checks import check_times, is_concrete
 from ._constraints import real_or_missing
 from .sde import SDE
@@ -88,7 +93,13 @@ class Path(Distribution):
 
     arg_constraints = {}
     pytree_data_fields = ("sde", "ts", "x0")
-    pytree_aux_fields = ("method", "substeps", "parametrization", "_state_shape", "_noise_size")
+    pytree_aux_fields = (
+        "method",
+        "substeps",
+        "parametrization",
+        "_state_shape",
+        "_noise_size",
+    )
 
     def __init__(
         self,
@@ -107,9 +118,15 @@ class Path(Distribution):
                 f"{type(sde).__name__}."
             )
         if method not in METHODS:
-            raise ValueError(f"Path: unknown method {method!r}; expected one of {METHODS}.")
+            raise ValueError(
+                f"Path: unknown method {method!r}; expected one of {METHODS}."
+            )
         sde.check_method(method)
-        if not isinstance(substeps, int | np.integer) or isinstance(substeps, bool) or substeps < 0:
+        if (
+            not isinstance(substeps, int | np.integer)
+            or isinstance(substeps, bool)
+            or substeps < 0
+        ):
             raise ValueError(f"Path: substeps must be an int >= 0; got {substeps!r}.")
         if substeps and method == "exact":
             raise ValueError(
@@ -129,7 +146,9 @@ class Path(Distribution):
             state_shape, init_batch = tuple(x0.event_shape), tuple(x0.batch_shape)
         else:
             if not isinstance(x0, jax.core.Tracer):
-                x0 = np.asarray(x0, dtype=ts.dtype)  # stays concrete inside traced models
+                x0 = np.asarray(
+                    x0, dtype=ts.dtype
+                )  # stays concrete inside traced models
             else:
                 x0 = x0.astype(ts.dtype)
             if x0.ndim > 1:
@@ -141,7 +160,11 @@ class Path(Distribution):
                 raise ValueError(f"Path: x0 must be finite; got {x0}.")
             state_shape, init_batch = tuple(x0.shape), ()
         self.sde, self.ts, self.x0 = sde, ts, x0
-        self.method, self.substeps, self.parametrization = method, int(substeps), parametrization
+        self.method, self.substeps, self.parametrization = (
+            method,
+            int(substeps),
+            parametrization,
+        )
         self._state_shape = state_shape
         batch_shape, noise_dim = self._infer_shapes(init_batch)
         kind = sde.scale_kind(method)
@@ -299,11 +322,16 @@ class Path(Distribution):
         start = self._to_internal(jnp.asarray(start, dtype=self.ts.dtype))
         nb = len(self.batch_shape)
         lead = jnp.broadcast_shapes(
-            start.shape[: max(start.ndim - 1 - nb, 0)], xi.shape[: max(xi.ndim - 2 - nb, 0)]
+            start.shape[: max(start.ndim - 1 - nb, 0)],
+            xi.shape[: max(xi.ndim - 2 - nb, 0)],
         )
         start = jnp.broadcast_to(start, lead + self.batch_shape + (self.state_dim,))
         xi = jnp.broadcast_to(xi, lead + self.batch_shape + self.noise_shape)
-        fields, kind, method = self._fields(), self.sde.scale_kind(self.method), self.method
+        fields, kind, method = (
+            self._fields(),
+            self.sde.scale_kind(self.method),
+            self.method,
+        )
         tf = self.fine_ts
         coef = self.sde.coefficients(method, tf[:-1], tf[1:])
 
@@ -314,7 +342,9 @@ class Path(Distribution):
                 x_next = gaussian_transform(mean, scale, kind, z)
                 return x_next, x_next
 
-            _, xs = jax.lax.scan(step, x_start, (coef, tf[:-1], tf[1:], jnp.moveaxis(xi_one, -2, 0)))
+            _, xs = jax.lax.scan(
+                step, x_start, (coef, tf[:-1], tf[1:], jnp.moveaxis(xi_one, -2, 0))
+            )
             xs = jnp.concatenate([x_start[None], xs], axis=0)[:: self.substeps + 1]
             return jnp.moveaxis(xs, 0, -2)
 
@@ -346,9 +376,14 @@ class Path(Distribution):
         if observed is None:
             observed = np.arange(self.ts.shape[0])
         x = self._to_internal(jnp.asarray(value, dtype=self.ts.dtype))
-        x = jnp.broadcast_to(x, jnp.broadcast_shapes(x.shape[:-2], self.batch_shape) + x.shape[-2:])
+        x = jnp.broadcast_to(
+            x, jnp.broadcast_shapes(x.shape[:-2], self.batch_shape) + x.shape[-2:]
+        )
         terms = self.transition_log_probs(
-            x[..., observed[:-1], :], x[..., observed[1:], :], self.ts[observed[:-1]], self.ts[observed[1:]]
+            x[..., observed[:-1], :],
+            x[..., observed[1:], :],
+            self.ts[observed[:-1]],
+            self.ts[observed[1:]],
         )
         if isinstance(self.x0, Distribution):
             first = self.x0.log_prob(self._from_internal(x[..., 0, :]))
@@ -373,9 +408,17 @@ class Path(Distribution):
         if observed is None:
             observed = np.arange(self.ts.shape[0])
         x = self._to_internal(jnp.asarray(value, dtype=self.ts.dtype))
-        x = jnp.broadcast_to(x, jnp.broadcast_shapes(x.shape[:-2], self.batch_shape) + x.shape[-2:])
-        nb = x.ndim - 2  # leading dims (e.g. from plates) are batch dims of the closures
-        fields, kind, method = self._fields(), self.sde.scale_kind(self.method), self.method
+        x = jnp.broadcast_to(
+            x, jnp.broadcast_shapes(x.shape[:-2], self.batch_shape) + x.shape[-2:]
+        )
+        nb = (
+            x.ndim - 2
+        )  # leading dims (e.g. from plates) are batch dims of the closures
+        fields, kind, method = (
+            self._fields(),
+            self.sde.scale_kind(self.method),
+            self.method,
+        )
         t0s, t1s = self.ts[observed[:-1]], self.ts[observed[1:]]
         coef = self.sde.coefficients(method, t0s, t1s)
         moments = jax.vmap(
@@ -398,7 +441,11 @@ class Path(Distribution):
         """
         nb = len(self.batch_shape)
         lead = x_prev.shape[: x_prev.ndim - 2 - nb]
-        fields, kind, method = self._fields(), self.sde.scale_kind(self.method), self.method
+        fields, kind, method = (
+            self._fields(),
+            self.sde.scale_kind(self.method),
+            self.method,
+        )
         coef = self.sde.coefficients(method, t0s, t1s)
         moments = jax.vmap(
             lambda c, t0, t1, x: self.sde.moments(method, fields, c, t0, t1, x),
@@ -430,7 +477,9 @@ class Path(Distribution):
         if finite.all():
             return None
         if np.any(np.isinf(xv)):
-            raise ValueError("Path: the path has infinite values; only NaN marks a missing value.")
+            raise ValueError(
+                "Path: the path has infinite values; only NaN marks a missing value."
+            )
         row_missing = ~finite.all(axis=-1)
         if np.any(row_missing & finite.any(axis=-1)):
             raise ValueError(
@@ -516,7 +565,9 @@ class Path(Distribution):
         tf = self.fine_ts
         y_fine = y[..., np.maximum(plan["obs_index"], 0), :]  # (*batch, F, d)
         z_fine = z[..., plan["latent_slot"], :]  # (*batch, F, d)
-        target = plan["target"]  # fine index of the next observation, per latent step end
+        target = plan[
+            "target"
+        ]  # fine index of the next observation, per latent step end
         has_target = target >= 0
         # steps without a target get a harmless dummy one (their bridge is never used)
         target_t = jnp.where(has_target, tf[np.maximum(target, 0)], tf[-1] + 1.0)
@@ -530,10 +581,14 @@ class Path(Distribution):
             if centered:
                 x_lat, weight = z_next, 0.0
             else:
-                mean_q, scale_q = bridge_moments(fields.drift, fields.diffusion, t0, t1, x, tt, yt)
+                mean_q, scale_q = bridge_moments(
+                    fields.drift, fields.diffusion, t0, t1, x, tt, yt
+                )
                 x_bridge = gaussian_transform(mean_q, scale_q, kind_q, z_next)
                 tril_p = _as_square_scale(scale_p, kind_p)
-                x_forward = gaussian_transform(mean_p, tril_p, _square_kind(kind_p), z_next)
+                x_forward = gaussian_transform(
+                    mean_p, tril_p, _square_kind(kind_p), z_next
+                )
                 x_lat = jnp.where(has_t, x_bridge, x_forward)
                 # log p - log q; zero for forward draws, where q is the transition itself
                 weight = jnp.where(
@@ -542,7 +597,9 @@ class Path(Distribution):
             x_next = jnp.where(obs_next, y_next, x_lat)
             lp_step = gaussian_log_prob(x_next, mean_p, scale_p, kind_p)
             forward = (~obs_next) & (~has_t) & (not centered)
-            lp = lp + jnp.where(forward, 0.0, lp_step + jnp.where(obs_next, 0.0, weight))
+            lp = lp + jnp.where(
+                forward, 0.0, lp_step + jnp.where(obs_next, 0.0, weight)
+            )
             return (x_next, lp), None
 
         xs = (
@@ -571,7 +628,6 @@ class Path(Distribution):
             parametrization=self.parametrization,
             validate_args=self._validate_args,
         )
-
 
 
 def _square_kind(kind: str) -> str:

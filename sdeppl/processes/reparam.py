@@ -71,13 +71,16 @@ class PathReparam(Reparam):
             return self._observed(name, path, batch, obs)
         if path.parametrization == "centered":
             fine = numpyro.sample(f"{name}_fine", path.fine_path().expand(batch))
-            return None, fine[..., :: path.substeps + 1, :] if not path.scalar_state else fine[..., :: path.substeps + 1]
+            return None, fine[
+                ..., :: path.substeps + 1, :
+            ] if not path.scalar_state else fine[..., :: path.substeps + 1]
         if isinstance(path.x0, Distribution):
             start = numpyro.sample(f"{name}_x0", path.x0.expand(batch))
         else:
             start = path.x0
         xi = numpyro.sample(
-            f"{name}_noise", dist.Normal(0.0, 1.0).expand(batch + path.noise_shape).to_event(2)
+            f"{name}_noise",
+            dist.Normal(0.0, 1.0).expand(batch + path.noise_shape).to_event(2),
         )
         return None, path.transform_noise(start, xi)
 
@@ -124,4 +127,6 @@ def reparam_paths(model):
     >>> sorted(draws), draws["x"].shape, draws["x_noise"].shape
     (['sigma', 'x', 'x_noise'], (2, 5), (2, 4, 1))
     """
-    return reparam(model, config=lambda msg: PathReparam() if _needs_reparam(msg) else None)
+    return reparam(
+        model, config=lambda msg: PathReparam() if _needs_reparam(msg) else None
+    )

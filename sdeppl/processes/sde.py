@@ -79,17 +79,23 @@ class SDE:
 
     methods: tuple[str, ...] = ("euler", "local_linear")
 
-    def __init__(self, drift, diffusion, *, noise: str = "diagonal", additive: bool = False):
+    def __init__(
+        self, drift, diffusion, *, noise: str = "diagonal", additive: bool = False
+    ):
         name = type(self).__name__
         if not callable(drift):
-            raise TypeError(f"{name}: drift must be a callable f(t, x); got {type(drift).__name__}.")
+            raise TypeError(
+                f"{name}: drift must be a callable f(t, x); got {type(drift).__name__}."
+            )
         if not callable(diffusion):
             raise TypeError(
                 f"{name}: diffusion must be a callable g(t, x); got {type(diffusion).__name__}."
                 " For a constant diffusion write `lambda t, x: sigma`."
             )
         if noise not in ("diagonal", "general"):
-            raise ValueError(f"{name}: noise must be 'diagonal' or 'general'; got {noise!r}.")
+            raise ValueError(
+                f"{name}: noise must be 'diagonal' or 'general'; got {noise!r}."
+            )
         self.drift = drift
         self.diffusion = diffusion
         self.noise = noise
@@ -132,7 +138,9 @@ class SDE:
                 return jnp.broadcast_to(drift(t, x[..., 0]), x.shape[:-1])[..., None]
 
             def diffusion_fn(t, x):
-                return jnp.broadcast_to(diffusion(t, x[..., 0]), x.shape[:-1])[..., None]
+                return jnp.broadcast_to(diffusion(t, x[..., 0]), x.shape[:-1])[
+                    ..., None
+                ]
 
         else:
 
@@ -263,7 +271,9 @@ class LinearSDE(SDE):
         A = jnp.asarray(A)
         L = jnp.asarray(L)
         if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
-            raise ValueError(f"LinearSDE: A must have shape (*batch, d, d); got {A.shape}.")
+            raise ValueError(
+                f"LinearSDE: A must have shape (*batch, d, d); got {A.shape}."
+            )
         d = A.shape[-1]
         if L.ndim < 2 or L.shape[-2] != d:
             raise ValueError(
@@ -271,7 +281,9 @@ class LinearSDE(SDE):
             )
         b = jnp.zeros(A.shape[:-1], A.dtype) if b is None else jnp.asarray(b)
         if b.ndim < 1 or b.shape[-1] != d:
-            raise ValueError(f"LinearSDE: b must have shape (*batch, {d}); got {b.shape}.")
+            raise ValueError(
+                f"LinearSDE: b must have shape (*batch, {d}); got {b.shape}."
+            )
         self.A, self.L, self.b = A, L, b
         super().__init__(self._drift, self._diffusion, noise="general", additive=True)
 
@@ -308,8 +320,12 @@ class LinearSDE(SDE):
         step = uniform_step(t0s, t1s)
         if step is not None:
             one = affine_discretisation(self.A, self.b, cov_rate, step)
-            return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (num,) + a.shape), one)
-        return jax.vmap(lambda dt: affine_discretisation(self.A, self.b, cov_rate, dt))(t1s - t0s)
+            return jax.tree_util.tree_map(
+                lambda a: jnp.broadcast_to(a, (num,) + a.shape), one
+            )
+        return jax.vmap(lambda dt: affine_discretisation(self.A, self.b, cov_rate, dt))(
+            t1s - t0s
+        )
 
     def moments(self, method, fields, coef, t0, t1, x0):
         if method == "exact":
@@ -379,4 +395,3 @@ class OU(SDE):
             theta, mu, sigma = fields.params
             return ou_moments(theta, mu, sigma, t1 - t0, x0)
         return super().moments(method, fields, coef, t0, t1, x0)
-

@@ -43,14 +43,20 @@ code{background:#f4f4f4;padding:0 .2em}
 
 
 def _table(rows, header, left_columns=1) -> str:
-    head = "".join(f'<th class="{"l" if i < left_columns else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(header))
+    head = "".join(
+        f'<th class="{"l" if i < left_columns else ""}">{html.escape(str(h))}</th>'
+        for i, h in enumerate(header)
+    )
     body = []
     for row in rows:
         cells = "".join(
-            f'<td class="{"l" if i < left_columns else ""}">{cell}</td>' for i, cell in enumerate(row)
+            f'<td class="{"l" if i < left_columns else ""}">{cell}</td>'
+            for i, cell in enumerate(row)
         )
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 def _img(png: str | None, alt: str) -> str:
@@ -84,13 +90,17 @@ def _data_section(idata) -> str:
         rows.append(
             [
                 f"<code>{html.escape(name)}</code>",
-                html.escape(" × ".join(f"{d}={n}" for d, n in zip(arr.dims, arr.shape))),
+                html.escape(
+                    " × ".join(f"{d}={n}" for d, n in zip(arr.dims, arr.shape))
+                ),
                 span,
                 str(int(np.isnan(values).sum())),
                 f"{_fmt(np.nanmin(values))} – {_fmt(np.nanmax(values))}",
             ]
         )
-    return _table(rows, ["variable", "shape", "time span", "missing", "range"], left_columns=3)
+    return _table(
+        rows, ["variable", "shape", "time span", "missing", "range"], left_columns=3
+    )
 
 
 def _parameter_table(idata, var_names) -> str:
@@ -103,7 +113,9 @@ def _parameter_table(idata, var_names) -> str:
         name = label.split("[")[0]
         values = post[name].values.reshape(post.sizes["chain"] * post.sizes["draw"], -1)
         if "[" in label:
-            flat_index = list(summary.index[summary.index.str.startswith(name + "[")]).index(label)
+            flat_index = list(
+                summary.index[summary.index.str.startswith(name + "[")]
+            ).index(label)
             column = values[:, flat_index]
         else:
             column = values[:, 0]
@@ -121,7 +133,9 @@ def _parameter_table(idata, var_names) -> str:
                 f"{r['r_hat']:.3f}",
             ]
         )
-    return _table(rows, ["parameter", "mean", "sd", "5%", "median", "95%", "bulk ESS", "R-hat"])
+    return _table(
+        rows, ["parameter", "mean", "sd", "5%", "median", "95%", "bulk ESS", "R-hat"]
+    )
 
 
 def _path_variables(idata) -> list[tuple[str, str]]:
@@ -133,7 +147,11 @@ def _path_variables(idata) -> list[tuple[str, str]]:
         for name, arr in getattr(idata, group).data_vars.items():
             if name.endswith(("_forecast", "_one_step")):
                 continue
-            time_dims = [d for d in arr.dims if d == "time" or (d.endswith("_time") and not d.endswith("_obs_time"))]
+            time_dims = [
+                d
+                for d in arr.dims
+                if d == "time" or (d.endswith("_time") and not d.endswith("_obs_time"))
+            ]
             if time_dims:
                 found.setdefault(name, time_dims[0])
     return list(found.items())
@@ -186,19 +204,36 @@ def render_report(fit, *, title: str | None = None) -> str:
         for name, time_dim in paths:
             png = _plots.path_figure(idata, name, time_dim)
             if png:
-                parts += [f"<h3><code>{html.escape(name)}</code></h3>", _img(png, f"path {name}")]
+                parts += [
+                    f"<h3><code>{html.escape(name)}</code></h3>",
+                    _img(png, f"path {name}"),
+                ]
     if var_names:
-        parts += ["<h2>Traces and ranks</h2>", _img(_plots.trace_figure(idata, var_names), "trace and rank plots")]
+        parts += [
+            "<h2>Traces and ranks</h2>",
+            _img(_plots.trace_figure(idata, var_names), "trace and rank plots"),
+        ]
     parts += [
         "<h2>Diagnostics</h2>",
         _table(
-            [[html.escape(r.check), html.escape(r.value), _badge(r.status), html.escape(r.advice)] for r in table.itertuples()],
+            [
+                [
+                    html.escape(r.check),
+                    html.escape(r.value),
+                    _badge(r.status),
+                    html.escape(r.advice),
+                ]
+                for r in table.itertuples()
+            ],
             ["check", "value", "status", "advice"],
             left_columns=4,
         ),
         "<h2>Run</h2>",
         _table(
-            [[html.escape(k), f"<code>{html.escape(str(v))}</code>"] for k, v in _flatten(meta).items()],
+            [
+                [html.escape(k), f"<code>{html.escape(str(v))}</code>"]
+                for k, v in _flatten(meta).items()
+            ],
             ["setting", "value"],
             left_columns=2,
         ),

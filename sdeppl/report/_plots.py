@@ -29,7 +29,9 @@ def to_png(fig) -> str:
 def _bands(draws: np.ndarray):
     """5/25/50/75/95% quantiles over the leading (draw) axis (NaN where nothing is predicted)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no prediction there
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # all-NaN columns: no prediction there
         return np.nanquantile(draws, [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
 
 
@@ -43,7 +45,9 @@ def _plot_bands(ax, t, draws, colour, label):
 def _series(dataarray, time_dim):
     """Split a variable into 1-D series along ``time_dim``: yields (label, values[..., T])."""
     other = [d for d in dataarray.dims if d not in ("chain", "draw", time_dim)]
-    stacked = dataarray.stack(_series=other) if other else dataarray.expand_dims(_series=[0])
+    stacked = (
+        dataarray.stack(_series=other) if other else dataarray.expand_dims(_series=[0])
+    )
     for i in range(stacked.sizes["_series"]):
         label = "" if not other else str(stacked["_series"].values[i])
         yield label, stacked.isel(_series=i)
@@ -62,12 +66,16 @@ def path_figure(idata, name: str, time_dim: str, max_series: int = 4) -> str | N
     elif pp is not None and name in pp:
         source, label = pp[name], "predictive"
     has_obs = observed is not None and name in observed
-    forecast = pp[f"{name}_forecast"] if pp is not None and f"{name}_forecast" in pp else None
+    forecast = (
+        pp[f"{name}_forecast"] if pp is not None and f"{name}_forecast" in pp else None
+    )
     if source is None and not has_obs:
         return None
     reference = source if source is not None else observed[name]
     series = list(_series(reference, time_dim))[:max_series]
-    fig, axes = plt.subplots(len(series), 1, figsize=(9, 2.8 * len(series)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(series), 1, figsize=(9, 2.8 * len(series)), squeeze=False
+    )
     for ax, (series_label, values) in zip(axes[:, 0], series):
         t = values[time_dim].values
         if source is not None:
@@ -82,7 +90,13 @@ def path_figure(idata, name: str, time_dim: str, max_series: int = 4) -> str | N
             f_values = f_series.get(series_label)
             if f_values is not None:
                 tf = f_values[f_time].values
-                _plot_bands(ax, tf, f_values.values.reshape(-1, tf.size), FORECAST_COLOUR, "forecast")
+                _plot_bands(
+                    ax,
+                    tf,
+                    f_values.values.reshape(-1, tf.size),
+                    FORECAST_COLOUR,
+                    "forecast",
+                )
         ax.set_xlabel(time_dim)
         ax.set_ylabel(f"{name} {series_label}".strip())
         ax.legend(fontsize=7, ncol=3, loc="best")
@@ -102,14 +116,25 @@ def posterior_figure(idata, var_names) -> str:
     """Marginal posteriors with 50% and 90% intervals."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        axes = az.plot_forest(idata, var_names=var_names, combined=True, hdi_prob=0.9, figsize=(7, 0.5 + 0.45 * _count(idata, var_names)))
+        axes = az.plot_forest(
+            idata,
+            var_names=var_names,
+            combined=True,
+            hdi_prob=0.9,
+            figsize=(7, 0.5 + 0.45 * _count(idata, var_names)),
+        )
     return to_png(np.ravel(axes)[0].figure)
 
 
 def density_figure(idata, var_names) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        axes = az.plot_posterior(idata, var_names=var_names, hdi_prob=0.9, figsize=(9, 2.6 * int(np.ceil(_count(idata, var_names) / 3))))
+        axes = az.plot_posterior(
+            idata,
+            var_names=var_names,
+            hdi_prob=0.9,
+            figsize=(9, 2.6 * int(np.ceil(_count(idata, var_names) / 3))),
+        )
     return to_png(np.ravel(axes)[0].figure)
 
 
@@ -117,7 +142,12 @@ def trace_figure(idata, var_names) -> str:
     """Trace (left) and rank plots (right) per parameter and chain."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        axes = az.plot_trace(idata, var_names=var_names, kind="rank_bars", figsize=(10, 2.0 * _count(idata, var_names)))
+        axes = az.plot_trace(
+            idata,
+            var_names=var_names,
+            kind="rank_bars",
+            figsize=(10, 2.0 * _count(idata, var_names)),
+        )
     return to_png(np.ravel(axes)[0].figure)
 
 

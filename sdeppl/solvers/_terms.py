@@ -63,7 +63,9 @@ class Diffusion:
     def covariance(self, g):
         r"""The covariance rate $g g^\top$, shape ``(*batch, d, d)``."""
         if self.noise == "diagonal":
-            return g[..., :, None] * jnp.eye(g.shape[-1], dtype=g.dtype) * g[..., None, :]
+            return (
+                g[..., :, None] * jnp.eye(g.shape[-1], dtype=g.dtype) * g[..., None, :]
+            )
         return jnp.einsum("...ik,...jk->...ij", g, g)
 
     def noise_dim(self, g) -> int:

@@ -46,10 +46,14 @@ def gaussian_log_prob(x1, mean, scale, kind: str):
         cov = jnp.einsum("...ik,...jk->...ij", scale, scale)
         scale = jnp.linalg.cholesky(cov)
     elif kind != "tril":
-        raise ValueError(f"gaussian_log_prob: kind must be one of {SCALE_KINDS}; got {kind!r}.")
+        raise ValueError(
+            f"gaussian_log_prob: kind must be one of {SCALE_KINDS}; got {kind!r}."
+        )
     diag = jnp.diagonal(scale, axis1=-2, axis2=-1)
     ok = jnp.all(jnp.isfinite(scale), axis=(-2, -1)) & jnp.all(diag > 0, axis=-1)
-    safe = jnp.where(ok[..., None, None], scale, jnp.eye(scale.shape[-1], dtype=scale.dtype))
+    safe = jnp.where(
+        ok[..., None, None], scale, jnp.eye(scale.shape[-1], dtype=scale.dtype)
+    )
     z = solve_triangular(safe, resid[..., None], lower=True)[..., 0]
     d = resid.shape[-1]
     safe_diag = jnp.diagonal(safe, axis1=-2, axis2=-1)

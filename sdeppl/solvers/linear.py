@@ -100,6 +100,8 @@ def ou_moments(theta, mu, sigma, dt, x0):
     decay = jnp.exp(-theta * dt)
     small = jnp.abs(theta) < 1e-12
     safe_theta = jnp.where(small, 1.0, theta)
-    var_factor = jnp.where(small, dt, -jnp.expm1(-2.0 * safe_theta * dt) / (2.0 * safe_theta))
+    var_factor = jnp.where(
+        small, dt, -jnp.expm1(-2.0 * safe_theta * dt) / (2.0 * safe_theta)
+    )
     mean = mu + (x0 - mu) * decay
     return mean, jnp.broadcast_to(sigma * jnp.sqrt(var_factor), mean.shape)

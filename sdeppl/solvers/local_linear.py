@@ -66,8 +66,32 @@ def local_linear_moments(drift, diffusion: Diffusion, t0, t1, x0):
     else:
         columns = jnp.moveaxis(g, -1, 0)
     ito = 0.5 * jnp.sum(jax.vmap(second_derivative)(columns), axis=0)
-    time = jax.jvp(lambda s: jnp.broadcast_to(drift(s, x0), x0.shape), (t0,), (jnp.ones_like(t0),))[1]
+    time = jax.jvp(
+        lambda s: jnp.broadcast_to(drift(s, x0), x0.shape), (t0,), (jnp.ones_like(t0),)
+    )[1]
+    if x0.shape[-1] == 1:  # scalar state: closed form, no matrix exponential
+        return _scalar_moments(f0, jac[..., 0], ito + time, cov_rate[..., 0], dt, x0)
     b = f0 - jnp.einsum("...ij,...j->...i", jac, x0)
     transition = affine_discretisation(jac, b, cov_rate, dt, c=ito + time)
     return affine_moments(transition, x0)
 
+
+def _scalar_moments(f0, jac, c, var_rate, h, x0):
+    r"""Closed form of the scalar local-linear transition.
+
+    With $z = J h$: mean $x_0 + h\,arphi_1(z) f_0 + h^2 arphi_2(z)\,c$ and variance
+    $h\,arphi_1(2z)\,g^2$, where $arphi_1(z) = (e^z - 1)/z$ and
+    $arphi_2(z) = (e^z - 1 - z)/z^2$ (series near $z = 0$). Returns a ``"tril"``
+    scale of shape ``(*batch, 1, 1)``.
+    """
+    z = jac * h
+    small = jnp.abs(z) < 1e-4
+    safe = jnp.where(small, 1.0, z)
+    phi1 = jnp.where(small, 1.0 + z / 2 + z * z / 6, jnp.expm1(safe) / safe)
+    phi2 = jnp.where(
+        small, 0.5 + z / 6 + z * z / 24, (jnp.expm1(safe) - safe) / (safe * safe)
+    )
+    safe2 = jnp.where(small, 1.0, 2 * z)
+    phi1_2z = jnp.where(small, 1.0 + z + 2 * z * z / 3, jnp.expm1(safe2) / safe2)
+    mean = x0 + h * phi1 * f0 + h * h * phi2 * c
+    return mean, jnp.sqrt(h * phi1_2z * var_rate)[..., None]

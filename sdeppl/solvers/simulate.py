@@ -57,10 +57,24 @@ class Scheme(NamedTuple):
 
 SCHEMES: dict[str, Scheme] = {
     "euler": Scheme(
-        "euler", euler_step, _gaussian_increments, 1, 0.5, 1.0, ("diagonal", "general"), False
+        "euler",
+        euler_step,
+        _gaussian_increments,
+        1,
+        0.5,
+        1.0,
+        ("diagonal", "general"),
+        False,
     ),
     "milstein": Scheme(
-        "milstein", milstein_step, _gaussian_increments, 1, 1.0, 1.0, ("diagonal",), False
+        "milstein",
+        milstein_step,
+        _gaussian_increments,
+        1,
+        1.0,
+        1.0,
+        ("diagonal",),
+        False,
     ),
     "sra1": Scheme(
         "sra1", sra1_step, sra1_increments, 2, 1.5, 2.0, ("diagonal", "general"), True
@@ -97,7 +111,9 @@ def noise_dim(diffusion: Diffusion, t0, x0) -> int:
     return jax.eval_shape(diffusion.fn, t0, x0).shape[-1]
 
 
-def simulate(scheme: Scheme, drift, diffusion: Diffusion, ts, x0, key, substeps: int = 0):
+def simulate(
+    scheme: Scheme, drift, diffusion: Diffusion, ts, x0, key, substeps: int = 0
+):
     """Simulate one (batched) path and report it at times ``ts``.
 
     Parameters
@@ -130,7 +146,9 @@ def simulate(scheme: Scheme, drift, diffusion: Diffusion, ts, x0, key, substeps:
             j, key_j = args_j
             t0 = t_start + j * h
             u = jax.random.normal(key_j, normal_shape, x.dtype)
-            return scheme.step(drift, diffusion, t0, t0 + h, x, scheme.increments(u, h)), None
+            return scheme.step(
+                drift, diffusion, t0, t0 + h, x, scheme.increments(u, h)
+            ), None
 
         x, _ = jax.lax.scan(fine_step, x, (jnp.arange(num_sub), keys_k))
         return x, x

@@ -1,7 +1,6 @@
 """Every backend recovers a known conjugate posterior (STYLE.md §8)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -20,7 +19,17 @@ def normal_normal(y):
 
 @pytest.mark.parametrize("method", ["blackjax", "nuts", "mclmc"])
 def test_backend_recovers_normal_normal_posterior(method):
-    fit = sp.fit(normal_normal, Y, method=method, chains=2, warmup=500, samples=1000, seed=0, progress=False, log_likelihood=False)
+    fit = sp.fit(
+        normal_normal,
+        Y,
+        method=method,
+        chains=2,
+        warmup=500,
+        samples=1000,
+        seed=0,
+        progress=False,
+        log_likelihood=False,
+    )
     m = fit.idata.posterior["m"].values.ravel()
     n = Y.shape[0]
     mean, sd = float(Y.sum()) / (n + 1), 1.0 / np.sqrt(n + 1)

@@ -23,7 +23,9 @@ def ou_model(ts, x=None):
     theta = numpyro.sample("theta", dist.HalfNormal(1.0))
     mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
     sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
-    return numpyro.sample("x", sp.Path(sp.OU(theta, mu, sigma), ts, x0=0.0, method="exact"), obs=x)
+    return numpyro.sample(
+        "x", sp.Path(sp.OU(theta, mu, sigma), ts, x0=0.0, method="exact"), obs=x
+    )
 
 
 SMALL = dict(chains=2, warmup=400, samples=400, progress=False)
@@ -32,8 +34,14 @@ SMALL = dict(chains=2, warmup=400, samples=400, progress=False)
 @pytest.fixture(scope="module")
 def blackjax_fit():
     return sp.fit(
-        ou_model, TS, x=X, method="blackjax", seed=1, posterior_predictive=True,
-        forecast={"horizon": 2.0, "steps": 5}, **{**SMALL, "samples": 1000},
+        ou_model,
+        TS,
+        x=X,
+        method="blackjax",
+        seed=1,
+        posterior_predictive=True,
+        forecast={"horizon": 2.0, "steps": 5},
+        **{**SMALL, "samples": 1000},
     )
 
 
@@ -56,13 +64,29 @@ def test_blackjax_and_numpyro_nuts_agree(blackjax_fit, numpyro_fit):
 
 def test_inference_data_groups_and_coords(blackjax_fit):
     idata = blackjax_fit.idata
-    for group in ("posterior", "sample_stats", "observed_data", "log_likelihood", "posterior_predictive"):
+    for group in (
+        "posterior",
+        "sample_stats",
+        "observed_data",
+        "log_likelihood",
+        "posterior_predictive",
+    ):
         assert hasattr(idata, group), group
     stats = idata.sample_stats
-    for name in ("diverging", "tree_depth", "energy", "step_size", "n_steps", "acceptance_rate", "lp"):
+    for name in (
+        "diverging",
+        "tree_depth",
+        "energy",
+        "step_size",
+        "n_steps",
+        "acceptance_rate",
+        "lp",
+    ):
         assert name in stats, name
     assert stats.sizes["chain"] == 2 and stats.sizes["draw"] == 1000
-    np.testing.assert_allclose(idata.observed_data["x"].coords["time"].values, np.asarray(TS))
+    np.testing.assert_allclose(
+        idata.observed_data["x"].coords["time"].values, np.asarray(TS)
+    )
     ll = idata.log_likelihood["x"]
     assert ll.shape == (2, 1000, 299)  # one term per transition; x0 is fixed
     np.testing.assert_allclose(ll.coords["x_obs_time"].values, np.asarray(TS[1:]))
@@ -70,9 +94,16 @@ def test_inference_data_groups_and_coords(blackjax_fit):
     assert pp["x"].dims == ("chain", "draw", "time")
     forecast = pp["x_forecast"]
     assert forecast.dims == ("chain", "draw", "time_forecast")
-    np.testing.assert_allclose(forecast.coords["time_forecast"].values, float(TS[-1]) + np.linspace(0.4, 2.0, 5))
+    np.testing.assert_allclose(
+        forecast.coords["time_forecast"].values,
+        float(TS[-1]) + np.linspace(0.4, 2.0, 5),
+    )
     meta = blackjax_fit.metadata
-    assert meta["backend"] == "blackjax" and meta["seed"] == 1 and "jax" in meta["versions"]
+    assert (
+        meta["backend"] == "blackjax"
+        and meta["seed"] == 1
+        and "jax" in meta["versions"]
+    )
 
 
 def test_forecast_spread_grows_with_horizon(blackjax_fit):
@@ -102,7 +133,15 @@ def test_same_seed_same_draws():
 def test_good_fit_passes_diagnostics(blackjax_fit):
     table = blackjax_fit.diagnostics()
     assert set(table["status"]) == {"pass"}, table.to_string()
-    assert {"R-hat", "bulk ESS", "tail ESS", "divergences", "E-BFMI", "tree-depth saturation", "Pareto k (LOO)"} <= set(table["check"])
+    assert {
+        "R-hat",
+        "bulk ESS",
+        "tail ESS",
+        "divergences",
+        "E-BFMI",
+        "tree-depth saturation",
+        "Pareto k (LOO)",
+    } <= set(table["check"])
 
 
 def funnel():
@@ -122,7 +161,10 @@ def test_bad_fit_is_flagged_fail():
 def test_save_and_load_round_trip(tmp_path, blackjax_fit):
     path = blackjax_fit.save(tmp_path / "posterior.nc")
     loaded = sp.load(path)
-    np.testing.assert_array_equal(loaded.idata.posterior["theta"].values, blackjax_fit.idata.posterior["theta"].values)
+    np.testing.assert_array_equal(
+        loaded.idata.posterior["theta"].values,
+        blackjax_fit.idata.posterior["theta"].values,
+    )
     assert loaded.metadata["backend"] == "blackjax"
     assert [p.name for p in tmp_path.iterdir()] == ["posterior.nc"]
 
@@ -146,12 +188,18 @@ def test_save_is_atomic(tmp_path, blackjax_fit, monkeypatch):
 def test_latent_path_model_is_noncentred_with_time_coords():
     def model(ts, y=None):
         sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
-        x = numpyro.sample("x", sp.Path(sp.OU(1.0, 0.0, sigma), ts, x0=0.0, method="exact"))
+        x = numpyro.sample(
+            "x", sp.Path(sp.OU(1.0, 0.0, sigma), ts, x0=0.0, method="exact")
+        )
         numpyro.sample("y", dist.Normal(x, 0.2), obs=y)
 
     ts = jnp.arange(20) * 0.2
-    y = sp.Path(sp.OU(1.0, 0.0, 0.8), ts, x0=0.0, method="exact").sample(jax.random.key(5)) + 0.2 * jax.random.normal(jax.random.key(6), (20,))
-    fit = sp.fit(model, ts, y=y, chains=1, warmup=200, samples=100, progress=False, seed=0)
+    y = sp.Path(sp.OU(1.0, 0.0, 0.8), ts, x0=0.0, method="exact").sample(
+        jax.random.key(5)
+    ) + 0.2 * jax.random.normal(jax.random.key(6), (20,))
+    fit = sp.fit(
+        model, ts, y=y, chains=1, warmup=200, samples=100, progress=False, seed=0
+    )
     post = fit.idata.posterior
     assert "x_noise" in post and post["x"].dims == ("chain", "draw", "time")
     assert "x" not in fit.parameter_names() and "sigma" in fit.parameter_names()
@@ -162,13 +210,25 @@ def test_mclmc_agrees_with_nuts():
     """MCLMC (no Metropolis step) matches a long NUTS run within MC error once tuned long enough."""
     import arviz as az
 
-    kw = dict(seed=2, chains=4, warmup=2000, samples=4000, progress=False, log_likelihood=False)
+    kw = dict(
+        seed=2,
+        chains=4,
+        warmup=2000,
+        samples=4000,
+        progress=False,
+        log_likelihood=False,
+    )
     fit = sp.fit(ou_model, TS, x=X, method="mclmc", **kw)
     reference = sp.fit(ou_model, TS, x=X, method="blackjax", **kw)
     mcse_a, mcse_b = az.mcse(fit.idata), az.mcse(reference.idata)
     for name in ("theta", "mu", "sigma"):
-        a, b = fit.idata.posterior[name].values.ravel(), reference.idata.posterior[name].values.ravel()
-        assert abs(a.mean() - b.mean()) < 4 * float(np.hypot(mcse_a[name], mcse_b[name])), name
+        a, b = (
+            fit.idata.posterior[name].values.ravel(),
+            reference.idata.posterior[name].values.ravel(),
+        )
+        assert abs(a.mean() - b.mean()) < 4 * float(
+            np.hypot(mcse_a[name], mcse_b[name])
+        ), name
         # spread by the interquartile range: mu has heavy tails (it is unidentified as
         # theta -> 0), which makes its standard deviation a noisy statistic
         iqr_a, iqr_b = (np.subtract(*np.quantile(v, [0.75, 0.25])) for v in (a, b))
@@ -176,7 +236,16 @@ def test_mclmc_agrees_with_nuts():
 
 
 def test_progress_bars(capsys):
-    sp.fit(ou_model, TS, x=X, chains=1, warmup=20, samples=20, progress=True, log_likelihood=False)
+    sp.fit(
+        ou_model,
+        TS,
+        x=X,
+        chains=1,
+        warmup=20,
+        samples=20,
+        progress=True,
+        log_likelihood=False,
+    )
     err = capsys.readouterr().err
     assert "NUTS chain 0" in err and "40/40" in err
 
@@ -217,18 +286,35 @@ def test_chains_split_across_devices_give_the_same_draws(tmp_path):
     )
     (tmp_path / "run.py").write_text(script)
     for n in ("1", "2"):
-        subprocess.run([sys.executable, str(tmp_path / "run.py"), n, str(tmp_path / f"d{n}.npy")], check=True)
+        subprocess.run(
+            [sys.executable, str(tmp_path / "run.py"), n, str(tmp_path / f"d{n}.npy")],
+            check=True,
+        )
     # the sharded program is compiled separately: equal up to floating-point reassociation
-    np.testing.assert_allclose(np.load(tmp_path / "d1.npy"), np.load(tmp_path / "d2.npy"), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "d1.npy"), np.load(tmp_path / "d2.npy"), rtol=1e-5
+    )
 
 
 def test_missing_data_and_bad_times_inside_fit():
     """Checks on concrete data still run when the model is traced (as under fit/MCMC)."""
     x = np.asarray(X).copy()
     x[[40, 41, 120]] = np.nan
-    fit = sp.fit(ou_model, np.asarray(TS), x=x, chains=1, warmup=150, samples=150, progress=False)
+    fit = sp.fit(
+        ou_model, np.asarray(TS), x=x, chains=1, warmup=150, samples=150, progress=False
+    )
     post = fit.idata.posterior
     assert np.isfinite(post["theta"].values).all()
-    assert fit.idata.log_likelihood["x"].shape[-1] == 299 - 3  # missing points have no term
+    assert (
+        fit.idata.log_likelihood["x"].shape[-1] == 299 - 3
+    )  # missing points have no term
     with pytest.raises(ValueError, match="strictly increasing"):
-        sp.fit(ou_model, np.asarray(TS)[::-1], x=x, chains=1, warmup=5, samples=5, progress=False)
+        sp.fit(
+            ou_model,
+            np.asarray(TS)[::-1],
+            x=x,
+            chains=1,
+            warmup=5,
+            samples=5,
+            progress=False,
+        )

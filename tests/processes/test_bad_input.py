@@ -12,11 +12,16 @@ SDE = sp.SDE(lambda t, x: -x, lambda t, x: 0.3)
 
 
 def test_unsorted_and_repeated_times():
-    with pytest.raises(ValueError, match=r"ts must be strictly increasing; got ts\[1\]=0.5 >= ts\[2\]=0.4"):
+    with pytest.raises(
+        ValueError,
+        match=r"ts must be strictly increasing; got ts\[1\]=0.5 >= ts\[2\]=0.4",
+    ):
         sp.Path(SDE, jnp.array([0.0, 0.5, 0.4, 1.0]), x0=0.0)
     with pytest.raises(ValueError, match="strictly increasing"):
         sp.Path(SDE, jnp.array([0.0, 0.5, 0.5, 1.0]), x0=0.0)
-    with pytest.raises(ValueError, match=r"ts must be a 1-D time grid .* got shape \(3, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"ts must be a 1-D time grid .* got shape \(3, 2\)"
+    ):
         sp.Path(SDE, jnp.zeros((3, 2)), x0=0.0)
     with pytest.raises(ValueError, match="ts must be finite"):
         sp.Path(SDE, jnp.array([0.0, jnp.nan, 1.0]), x0=0.0)
@@ -24,16 +29,24 @@ def test_unsorted_and_repeated_times():
 
 def test_drift_returning_the_wrong_shape():
     bad = sp.SDE(lambda t, x: jnp.zeros(3), lambda t, x: 0.3)
-    with pytest.raises(ValueError, match=r"drift returned shape \(3,\) for a state of shape \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"drift returned shape \(3,\) for a state of shape \(2,\)"
+    ):
         sp.Path(bad, TS, x0=jnp.zeros(2))
     crashing = sp.SDE(lambda t, x: x @ jnp.ones((5, 5)), lambda t, x: 0.3)
-    with pytest.raises(ValueError, match=r"calling drift\(t, x\) with x of shape \(2,\) failed"):
+    with pytest.raises(
+        ValueError, match=r"calling drift\(t, x\) with x of shape \(2,\) failed"
+    ):
         sp.Path(crashing, TS, x0=jnp.zeros(2))
 
 
 def test_diffusion_of_the_wrong_shape():
     with pytest.raises(ValueError, match="general-noise diffusion must return"):
-        sp.Path(sp.SDE(lambda t, x: -x, lambda t, x: jnp.ones(2), noise="general"), TS, x0=jnp.zeros(2))
+        sp.Path(
+            sp.SDE(lambda t, x: -x, lambda t, x: jnp.ones(2), noise="general"),
+            TS,
+            x0=jnp.zeros(2),
+        )
     with pytest.raises(ValueError, match="diagonal diffusion must return"):
         sp.Path(sp.SDE(lambda t, x: -x, lambda t, x: jnp.ones(3)), TS, x0=jnp.zeros(2))
 
@@ -42,18 +55,29 @@ def test_negative_diffusion_scale():
     neg = sp.SDE(lambda t, x: -x, lambda t, x: -0.3)
     with pytest.raises(ValueError, match="negative scale"):
         sp.Path(neg, TS, x0=0.0)
-    sign_flip = sp.SDE(lambda t, x: -x, lambda t, x: 0.3 - x)  # negative only for x > 0.3
+    sign_flip = sp.SDE(
+        lambda t, x: -x, lambda t, x: 0.3 - x
+    )  # negative only for x > 0.3
     path = sp.Path(sign_flip, TS, x0=dist.Normal(0.0, 1.0))
     with pytest.raises(ValueError, match="negative scale"):
         path.log_prob(jnp.full(6, 1.0))
-    with numpyro.validation_enabled(), pytest.raises(ValueError, match="sigma must satisfy"):
+    with (
+        numpyro.validation_enabled(),
+        pytest.raises(ValueError, match="sigma must satisfy"),
+    ):
         sp.Path(sp.OU(1.0, 0.0, -0.3), TS, x0=0.0)
 
 
 def test_unknown_and_inapplicable_methods():
-    with pytest.raises(ValueError, match=r"unknown method 'rk4'; expected one of \('euler', 'local_linear', 'exact'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown method 'rk4'; expected one of \('euler', 'local_linear', 'exact'\)",
+    ):
         sp.Path(SDE, TS, x0=0.0, method="rk4")
-    with pytest.raises(ValueError, match=r"method='exact' is not available for SDE; expected one of \('euler', 'local_linear'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"method='exact' is not available for SDE; expected one of \('euler', 'local_linear'\)",
+    ):
         sp.Path(SDE, TS, x0=0.0, method="exact")
     with pytest.raises(ValueError, match="substeps are not needed with method='exact'"):
         sp.Path(sp.OU(1.0, 0.0, 0.3), TS, x0=0.0, method="exact", substeps=3)
@@ -66,7 +90,9 @@ def test_other_arguments():
         sp.SDE(1.0, lambda t, x: 0.3)
     with pytest.raises(ValueError, match="noise must be 'diagonal' or 'general'"):
         sp.SDE(lambda t, x: x, lambda t, x: 0.3, noise="scalar")
-    with pytest.raises(ValueError, match=r"fixed x0 must have shape \(\) or \(d,\); got \(2, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"fixed x0 must have shape \(\) or \(d,\); got \(2, 2\)"
+    ):
         sp.Path(SDE, TS, x0=jnp.zeros((2, 2)))
     with pytest.raises(ValueError, match="substeps must be an int >= 0"):
         sp.Path(SDE, TS, x0=0.0, substeps=-2)

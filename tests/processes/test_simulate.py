@@ -15,15 +15,23 @@ def test_shapes_and_same_key_same_paths():
     one = sde.simulate(jax.random.key(0), ts, x0=jnp.zeros(2))
     many = sde.simulate(jax.random.key(0), ts, x0=jnp.zeros(2), num_paths=5, substeps=3)
     assert one.shape == (4, 2) and many.shape == (5, 4, 2)
-    np.testing.assert_array_equal(many, sde.simulate(jax.random.key(0), ts, x0=jnp.zeros(2), num_paths=5, substeps=3))
-    assert not np.allclose(many, sde.simulate(jax.random.key(1), ts, x0=jnp.zeros(2), num_paths=5, substeps=3))
+    np.testing.assert_array_equal(
+        many,
+        sde.simulate(jax.random.key(0), ts, x0=jnp.zeros(2), num_paths=5, substeps=3),
+    )
+    assert not np.allclose(
+        many,
+        sde.simulate(jax.random.key(1), ts, x0=jnp.zeros(2), num_paths=5, substeps=3),
+    )
 
 
 @pytest.mark.parametrize("scheme", ["euler", "milstein", "sra1"])
 def test_ou_marginal_matches_exact_law(scheme):
     theta, mu, sigma, x0 = 1.5, 0.5, 0.4, -1.0
     ts = jnp.array([0.0, 0.7, 2.0])
-    x = sp.OU(theta, mu, sigma).simulate(jax.random.key(2), ts, x0=x0, scheme=scheme, substeps=63, num_paths=5000)
+    x = sp.OU(theta, mu, sigma).simulate(
+        jax.random.key(2), ts, x0=x0, scheme=scheme, substeps=63, num_paths=5000
+    )
     for k, t in enumerate(np.asarray(ts)[1:], start=1):
         mean = mu + (x0 - mu) * np.exp(-theta * t)
         sd = sigma * np.sqrt((1 - np.exp(-2 * theta * t)) / (2 * theta))
@@ -33,7 +41,12 @@ def test_ou_marginal_matches_exact_law(scheme):
 def test_general_noise_rank_deficient_simulation():
     """A damped oscillator forced in its velocity only: m = 1 < d = 2."""
     osc = sp.LinearSDE(jnp.array([[0.0, 1.0], [-1.0, -0.5]]), jnp.array([[0.0], [0.5]]))
-    x = osc.simulate(jax.random.key(3), jnp.linspace(0.0, 1.0, 11), x0=jnp.array([1.0, 0.0]), num_paths=3)
+    x = osc.simulate(
+        jax.random.key(3),
+        jnp.linspace(0.0, 1.0, 11),
+        x0=jnp.array([1.0, 0.0]),
+        num_paths=3,
+    )
     assert x.shape == (3, 11, 2) and np.all(np.isfinite(x))
 
 

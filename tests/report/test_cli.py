@@ -18,7 +18,10 @@ def _tiny(recipe: Path, tmp_path: Path, **overrides) -> Path:
     """A copy of ``recipe`` with tiny settings (smoke size), in ``tmp_path/inference``."""
     text = recipe.read_text()
     for key, value in {"warmup": 60, "samples": 40, "chains": 2, **overrides}.items():
-        lines = [f"{key} = {value}" if line.split("=")[0].strip() == key else line for line in text.splitlines()]
+        lines = [
+            f"{key} = {value}" if line.split("=")[0].strip() == key else line
+            for line in text.splitlines()
+        ]
         text = "\n".join(lines)
     folder = tmp_path / "inference"
     folder.mkdir(exist_ok=True)
@@ -31,10 +34,25 @@ def _tiny(recipe: Path, tmp_path: Path, **overrides) -> Path:
 def test_every_recipe_runs_at_smoke_size(recipe, tmp_path, capsys):
     tiny = _tiny(recipe, tmp_path)
     out = tmp_path / "out"
-    assert main(["run", str(tiny), "--out", str(out), "--models", str(ROOT / "models"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(tiny),
+                "--out",
+                str(out),
+                "--models",
+                str(ROOT / "models"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "Diagnostics:" in printed and "wrote" in printed
-    assert (out / "posterior.nc").stat().st_size > 0 and (out / "report.html").stat().st_size > 0
+    assert (out / "posterior.nc").stat().st_size > 0 and (
+        out / "report.html"
+    ).stat().st_size > 0
 
 
 def test_recipes_cover_every_backend():
@@ -52,12 +70,24 @@ def test_models_lists_the_gallery(capsys):
 def test_report_rebuilds_from_posterior(tmp_path, capsys):
     tiny = _tiny(ROOT / "inference" / "ou_numpyro.toml", tmp_path)
     out = tmp_path / "out"
-    main(["run", str(tiny), "--out", str(out), "--models", str(ROOT / "models"), "--quiet"])
+    main(
+        [
+            "run",
+            str(tiny),
+            "--out",
+            str(out),
+            "--models",
+            str(ROOT / "models"),
+            "--quiet",
+        ]
+    )
     first = (out / "report.html").read_text()
     (out / "report.html").unlink()
     assert main(["report", str(out / "posterior.nc")]) == 0
     rebuilt = (out / "report.html").read_text()
-    assert "Overall verdict" in rebuilt and rebuilt.count("data:image/png;base64") == first.count("data:image/png;base64")
+    assert "Overall verdict" in rebuilt and rebuilt.count(
+        "data:image/png;base64"
+    ) == first.count("data:image/png;base64")
 
 
 def _write(tmp_path, text):
@@ -79,9 +109,20 @@ def test_recipe_errors_are_clear(tmp_path, capsys):
     }
     for text, message in cases.items():
         path = _write(tmp_path, text)
-        with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
-            read_recipe(path) if "gallery" not in message else __import__("sdeppl.recipes").recipes.run_recipe(path, tmp_path / "o", models)
-        assert main(["run", str(path), "--models", models, "--out", str(tmp_path / "o")]) == 2
+        with pytest.raises(
+            RecipeError,
+            match=message.replace("(", r"\(")
+            .replace(")", r"\)")
+            .replace("[", r"\[")
+            .replace("]", r"\]"),
+        ):
+            read_recipe(path) if "gallery" not in message else __import__(
+                "sdeppl.recipes"
+            ).recipes.run_recipe(path, tmp_path / "o", models)
+        assert (
+            main(["run", str(path), "--models", models, "--out", str(tmp_path / "o")])
+            == 2
+        )
         assert "sdeppl: error:" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # a failing run writes nothing
 
@@ -99,8 +140,20 @@ def test_failed_run_leaves_previous_results(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sdeppl.report, "render_report", broken)
     with pytest.raises(RuntimeError, match="renderer crashed"):
-        main(["run", str(tiny), "--out", str(out), "--models", str(ROOT / "models"), "--quiet"])
-    assert (out / "posterior.nc").read_text() == "previous" and (out / "report.html").read_text() == "previous"
+        main(
+            [
+                "run",
+                str(tiny),
+                "--out",
+                str(out),
+                "--models",
+                str(ROOT / "models"),
+                "--quiet",
+            ]
+        )
+    assert (out / "posterior.nc").read_text() == "previous" and (
+        out / "report.html"
+    ).read_text() == "previous"
     assert sorted(p.name for p in out.iterdir()) == ["posterior.nc", "report.html"]
 
 
@@ -110,16 +163,40 @@ def test_csv_data_file(tmp_path):
     ts = np.arange(50) * 0.1
     x = np.cumsum(np.r_[0.0, 0.1 * np.random.default_rng(0).standard_normal(49)])
     (tmp_path / "inference").mkdir()
-    np.savetxt(tmp_path / "inference" / "series.csv", np.c_[ts, x], delimiter=",", header="t,value", comments="")
+    np.savetxt(
+        tmp_path / "inference" / "series.csv",
+        np.c_[ts, x],
+        delimiter=",",
+        header="t,value",
+        comments="",
+    )
     path = _write(
         tmp_path,
         '[model]\nname = "ou"\noptions = { method = "euler" }\n[data]\nfile = "series.csv"\n'
         'columns = { ts = "t", x = "value" }\n[inference]\nchains = 1\nwarmup = 30\nsamples = 20\n',
     )
-    assert main(["run", str(path), "--models", str(ROOT / "models"), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(path),
+                "--models",
+                str(ROOT / "models"),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
 
 
 def test_console_script_is_installed():
     exe = Path(sys.executable).with_name("sdeppl")
-    result = subprocess.run([str(exe), "models", "--models", str(ROOT / "models")], capture_output=True, text=True, env={**os.environ})
+    result = subprocess.run(
+        [str(exe), "models", "--models", str(ROOT / "models")],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
     assert result.returncode == 0 and "cir" in result.stdout

@@ -30,7 +30,9 @@ def _coarsen(dw_fine, i10_fine, factor, h_fine):
     n, *rest = dw_fine.shape
     dw = dw_fine.reshape((n // factor, factor, *rest))
     i10 = i10_fine.reshape((n // factor, factor, *rest))
-    w_before = jnp.cumsum(dw, axis=1) - dw  # W at the start of each fine step, from the block start
+    w_before = (
+        jnp.cumsum(dw, axis=1) - dw
+    )  # W at the start of each fine step, from the block start
     return dw.sum(axis=1), (w_before * h_fine + i10).sum(axis=1)
 
 
@@ -59,7 +61,14 @@ def test_strong_order_on_gbm(brownian, step, order):
     hs, errors = [], []
     for factor in (2**7, 2**6, 2**5, 2**4, 2**3):
         dw = dw_fine.reshape((NUM_FINE // factor, factor, NUM_PATHS, 1)).sum(axis=1)
-        x = _run(step, GBM_DRIFT, GBM_DIFFUSION, jnp.full((NUM_PATHS, 1), X0), dw, h_fine * factor)
+        x = _run(
+            step,
+            GBM_DRIFT,
+            GBM_DIFFUSION,
+            jnp.full((NUM_PATHS, 1), X0),
+            dw,
+            h_fine * factor,
+        )
         hs.append(h_fine * factor)
         errors.append(float(jnp.mean(jnp.abs(x - exact))))
     assert abs(_slope(hs, errors) - order) < 0.15, (errors, _slope(hs, errors))
@@ -72,7 +81,14 @@ def test_weak_order_of_euler_on_gbm(brownian):
     hs, errors = [], []
     for factor in (2**8, 2**7, 2**6, 2**5):
         dw = dw_fine.reshape((NUM_FINE // factor, factor, NUM_PATHS, 1)).sum(axis=1)
-        x = _run(euler_step, GBM_DRIFT, GBM_DIFFUSION, jnp.full((NUM_PATHS, 1), X0), dw, h_fine * factor)
+        x = _run(
+            euler_step,
+            GBM_DRIFT,
+            GBM_DIFFUSION,
+            jnp.full((NUM_PATHS, 1), X0),
+            dw,
+            h_fine * factor,
+        )
         hs.append(h_fine * factor)
         # the control variate X0 * prod(1 + sigma dW) has mean X0 exactly; it removes most MC noise
         control = X0 * jnp.prod(1.0 + SIGMA * dw, axis=0)
@@ -87,13 +103,17 @@ def _additive_drift(t, x):
     return -LAMBDA * x - x**3 + jnp.sin(3.0 * t)
 
 
-ADDITIVE = Diffusion(lambda t, x: 0.5 * (1.0 + t) * jnp.ones_like(x), "diagonal", additive=True)
+ADDITIVE = Diffusion(
+    lambda t, x: 0.5 * (1.0 + t) * jnp.ones_like(x), "diagonal", additive=True
+)
 
 
 def test_strong_order_of_sra1_on_nonlinear_additive_noise(brownian):
     h_fine, dw_fine, i10_fine = brownian
     x0 = jnp.full((NUM_PATHS, 1), 0.5)
-    reference = _run(sra1_step, _additive_drift, ADDITIVE, x0, (dw_fine, i10_fine), h_fine)
+    reference = _run(
+        sra1_step, _additive_drift, ADDITIVE, x0, (dw_fine, i10_fine), h_fine
+    )
     hs, errors = [], []
     for factor in (2**7, 2**6, 2**5, 2**4):
         incr = _coarsen(dw_fine, i10_fine, factor, h_fine)
@@ -109,7 +129,9 @@ def test_weak_order_of_sra1_on_nonlinear_additive_noise(brownian):
     """E[X_T^2] error against a fine reference on the same Brownian paths shrinks like h^2."""
     h_fine, dw_fine, i10_fine = brownian
     x0 = jnp.full((NUM_PATHS, 1), 0.5)
-    reference = _run(sra1_step, _additive_drift, ADDITIVE, x0, (dw_fine, i10_fine), h_fine)
+    reference = _run(
+        sra1_step, _additive_drift, ADDITIVE, x0, (dw_fine, i10_fine), h_fine
+    )
     hs, errors = [], []
     for factor in (2**8, 2**7, 2**6, 2**5):
         incr = _coarsen(dw_fine, i10_fine, factor, h_fine)
@@ -121,4 +143,11 @@ def test_weak_order_of_sra1_on_nonlinear_additive_noise(brownian):
 
 def test_milstein_rejects_general_noise():
     with pytest.raises(ValueError, match="diagonal noise"):
-        milstein_step(GBM_DRIFT, Diffusion(lambda t, x: jnp.eye(2), "general"), 0.0, 0.1, jnp.ones(2), jnp.ones(2))
+        milstein_step(
+            GBM_DRIFT,
+            Diffusion(lambda t, x: jnp.eye(2), "general"),
+            0.0,
+            0.1,
+            jnp.ones(2),
+            jnp.ones(2),
+        )

@@ -5,7 +5,13 @@ import numpy as np
 import scipy.linalg
 from scipy import stats
 
-from sdeppl.solvers import Diffusion, affine_discretisation, euler_moments, gaussian_log_prob, ou_moments
+from sdeppl.solvers import (
+    Diffusion,
+    affine_discretisation,
+    euler_moments,
+    gaussian_log_prob,
+    ou_moments,
+)
 
 
 def test_euler_general_noise_is_full_covariance_gaussian():
@@ -14,7 +20,9 @@ def test_euler_general_noise_is_full_covariance_gaussian():
     x0, x1, dt = jnp.array([0.1, -0.2]), jnp.array([0.15, -0.1]), 0.3
     mean, scale = euler_moments(lambda t, x: -x, diffusion, 0.0, dt, x0)
     lp = gaussian_log_prob(x1, mean, scale, "factor")
-    ref = stats.multivariate_normal(np.asarray(x0 - x0 * dt), np.asarray(G @ G.T * dt)).logpdf(np.asarray(x1))
+    ref = stats.multivariate_normal(
+        np.asarray(x0 - x0 * dt), np.asarray(G @ G.T * dt)
+    ).logpdf(np.asarray(x1))
     np.testing.assert_allclose(lp, ref, rtol=1e-12)
 
 
@@ -34,8 +42,16 @@ def test_affine_discretisation_matches_scipy_quadrature():
     tr = affine_discretisation(jnp.asarray(A), jnp.asarray(b), jnp.asarray(L @ L.T), dt)
     phi = scipy.linalg.expm(A * dt)
     s = np.linspace(0.0, dt, 2001)
-    shift = np.trapezoid(np.stack([scipy.linalg.expm(A * (dt - u)) @ b for u in s]), s, axis=0)
-    q = np.trapezoid(np.stack([scipy.linalg.expm(A * u) @ L @ L.T @ scipy.linalg.expm(A * u).T for u in s]), s, axis=0)
+    shift = np.trapezoid(
+        np.stack([scipy.linalg.expm(A * (dt - u)) @ b for u in s]), s, axis=0
+    )
+    q = np.trapezoid(
+        np.stack(
+            [scipy.linalg.expm(A * u) @ L @ L.T @ scipy.linalg.expm(A * u).T for u in s]
+        ),
+        s,
+        axis=0,
+    )
     np.testing.assert_allclose(tr.phi, phi, rtol=1e-12)
     np.testing.assert_allclose(tr.shift, shift, rtol=1e-6)
     np.testing.assert_allclose(tr.chol @ tr.chol.T, q, rtol=1e-6, atol=1e-12)
@@ -43,6 +59,8 @@ def test_affine_discretisation_matches_scipy_quadrature():
 
 def test_linear_exact_with_singular_drift_matrix():
     """Brownian motion with drift (A = 0): mean x0 + b h, covariance L L^T h."""
-    tr = affine_discretisation(jnp.zeros((2, 2)), jnp.array([1.0, -1.0]), jnp.eye(2) * 0.25, 2.0)
+    tr = affine_discretisation(
+        jnp.zeros((2, 2)), jnp.array([1.0, -1.0]), jnp.eye(2) * 0.25, 2.0
+    )
     np.testing.assert_allclose(tr.shift, [2.0, -2.0], atol=1e-12)
     np.testing.assert_allclose(tr.chol @ tr.chol.T, 0.5 * np.eye(2), atol=1e-12)
