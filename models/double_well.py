@@ -1,8 +1,9 @@
 r"""Double-well diffusion: a nonlinear SDE with two metastable states (simulated).
 
-$dX_t = a (X_t - X_t^3)\,dt + \sigma\,dW_t$ observed at 200 times $0.5$ apart. The coarse
-grid makes Euler–Maruyama badly biased; the default is the Shoji–Ozaki local linearisation
-with one latent point between observations (``substeps=1``), which recovers the truth.
+$dX_t = a (X_t - X_t^3)\,dt + \sigma\,dW_t$ observed at 200 times $0.5$ apart. The
+coarse grid makes Euler–Maruyama badly biased; the default is the Shoji–Ozaki local
+linearisation with one latent point between observations (``substeps=1``), which
+recovers the truth.
 Priors: $a \sim 	ext{HalfNormal}(2)$, $\sigma \sim 	ext{HalfNormal}(1)$.
 """
 
@@ -33,7 +34,8 @@ def model(ts, x=None, method="local_linear", substeps=1):
 
 
 def data(num_points=200, dt=0.5, seed=0):
-    """A path simulated finely (SRA1, 50 substeps) at ``TRUE_PARAMS``, reported every ``dt``."""
+    """A path simulated finely (SRA1, 50 substeps) at ``TRUE_PARAMS``, reported every
+    ``dt``."""
     ts = jnp.arange(num_points) * dt
     xs = _sde(**TRUE_PARAMS).simulate(
         jax.random.key(seed), ts, x0=0.0, scheme="sra1", substeps=49

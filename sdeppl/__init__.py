@@ -1,7 +1,7 @@
 """sdeppl: stochastic-process models as first-class NumPyro primitives.
 
-A stochastic differential equation is one ``numpyro.sample`` site whose ``log_prob`` is a
-path likelihood computed by a jitted JAX solver::
+A stochastic differential equation is one ``numpyro.sample`` site whose ``log_prob`` is
+a path likelihood computed by a jitted JAX solver::
 
     import numpyro, numpyro.distributions as dist
     import sdeppl as sp
@@ -27,7 +27,10 @@ from .infer import fit as fit
 from .infer import load as load
 from .processes import OU as OU
 from .processes import SDE as SDE
+from .processes import StateSpace as StateSpace
 from .processes import LinearSDE as LinearSDE
+from .processes import GaussianObservation as GaussianObservation
+from .processes import LinearGaussian as LinearGaussian
 from .processes import Path as Path
 from .processes import PathReparam as PathReparam
 from .processes import reparam_paths as reparam_paths

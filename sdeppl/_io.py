@@ -14,7 +14,8 @@ def _umask() -> int:
 
 
 def atomic_write(path, write: Callable[[str], None], suffix: str = "") -> str:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into
+    place.
 
     A crash or an exception in ``write`` never leaves a truncated file at ``path`` (a
     previous result there survives) nor a temporary file behind.

@@ -14,7 +14,8 @@ from pathlib import Path
 
 
 def _use_all_cores() -> None:
-    """Expose every CPU core as a JAX device so chains run in parallel (before JAX starts)."""
+    """Expose every CPU core as a JAX device so chains run in parallel (before JAX
+    starts)."""
     if "jax" in sys.modules:
         return
     flags = os.environ.get("XLA_FLAGS", "")

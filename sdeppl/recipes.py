@@ -94,12 +94,13 @@ def _read_description(path: Path) -> str:
 
 
 def load_model_module(name: str, models_dir: Path) -> ModuleType:
-    """Import ``models_dir/name.py`` (as ``models.name`` so it can import its siblings)."""
+    """Import ``models_dir/name.py`` (as ``models.name`` so it can import its
+    siblings)."""
     available = list_models(models_dir)
     if name not in available:
         raise RecipeError(
-            f"recipe [model] name: unknown model {name!r}; the gallery in {str(models_dir)!r} has "
-            f"{sorted(available)}."
+            f"recipe [model] name: unknown model {name!r}; the gallery in "
+            f"{str(models_dir)!r} has {sorted(available)}."
         )
     package_root = str(models_dir.parent)
     if package_root not in sys.path:
@@ -128,7 +129,8 @@ def read_recipe(path) -> dict:
     unknown = set(recipe) - set(_SECTIONS)
     if unknown:
         raise RecipeError(
-            f"recipe: unknown section(s) {sorted(unknown)}; expected {sorted(_SECTIONS)}."
+            f"recipe: unknown section(s) {sorted(unknown)}; "
+            f"expected {sorted(_SECTIONS)}."
         )
     for section, keys in _SECTIONS.items():
         if keys is None or section not in recipe:
@@ -140,7 +142,8 @@ def read_recipe(path) -> dict:
         bad = set(recipe[section]) - keys
         if bad:
             raise RecipeError(
-                f"recipe [{section}]: unknown key(s) {sorted(bad)}; expected some of {sorted(keys)}."
+                f"recipe [{section}]: unknown key(s) {sorted(bad)}; "
+                f"expected some of {sorted(keys)}."
             )
     if "model" not in recipe or "name" not in recipe["model"]:
         raise RecipeError(
@@ -157,7 +160,8 @@ def read_recipe(path) -> dict:
     inference.update(recipe.get("inference", {}))
     if inference["backend"] not in BACKENDS:
         raise RecipeError(
-            f"recipe [inference] backend: unknown backend {inference['backend']!r}; expected one of {BACKENDS}."
+            "recipe [inference] backend: unknown backend "
+            f"{inference['backend']!r}; expected one of {BACKENDS}."
         )
     for key in ("chains", "warmup", "samples", "seed", "thinning", "max_tree_depth"):
         if key in inference and (
@@ -166,7 +170,8 @@ def read_recipe(path) -> dict:
             or inference[key] < 0
         ):
             raise RecipeError(
-                f"recipe [inference] {key}: expected a non-negative integer; got {inference[key]!r}."
+                f"recipe [inference] {key}: expected a non-negative integer; "
+                f"got {inference[key]!r}."
             )
     data = dict(recipe.get("data", {}))
     if "file" in data:
@@ -177,7 +182,8 @@ def read_recipe(path) -> dict:
             )
         if not isinstance(data.get("columns"), dict) or not data["columns"]:
             raise RecipeError(
-                'recipe [data]: a data file needs columns = { model_keyword = "csv_column", ... }.'
+                "recipe [data]: a data file needs columns = "
+                '{ model_keyword = "csv_column", ... }.'
             )
         data["file"] = file
     output = {"posterior_predictive": True, "forecast": None, "log_likelihood": True}
@@ -196,7 +202,8 @@ def read_recipe(path) -> dict:
 
 
 def load_data(recipe: dict, module: ModuleType) -> dict:
-    """Model keyword arguments: from the gallery loader, or from the recipe's CSV file."""
+    """Model keyword arguments: from the gallery loader, or from the recipe's CSV
+    file."""
     data = recipe["data"]
     if "file" not in data:
         return dict(module.data(**data.get("options", {})))
@@ -206,7 +213,8 @@ def load_data(recipe: dict, module: ModuleType) -> dict:
     missing = [c for c in data["columns"].values() if c not in table.dtype.names]
     if missing:
         raise RecipeError(
-            f"recipe [data] columns: {missing} not in {str(data['file'])!r} (it has {list(table.dtype.names)})."
+            f"recipe [data] columns: {missing} not in {str(data['file'])!r} "
+            f"(it has {list(table.dtype.names)})."
         )
     return {kw: np.asarray(table[col]) for kw, col in data["columns"].items()}
 
@@ -215,7 +223,8 @@ def run_recipe(recipe_path, out_dir=None, models_dir=None, *, progress: bool = T
     """Fit a recipe and write ``posterior.nc`` and ``report.html`` into ``out_dir``.
 
     Both files are written atomically, and only after the fit succeeded: a failing run
-    leaves a previous result untouched. Returns ``(fit, {"posterior": path, "report": path})``.
+    leaves a previous result untouched. Returns
+    ``(fit, {"posterior": path, "report": path})``.
     """
     recipe = read_recipe(recipe_path)
     models_dir = Path(models_dir) if models_dir else default_models_dir(recipe["path"])

@@ -338,7 +338,7 @@ def main() -> None:
                 f"jax.jit(jax.value_and_grad(loglik)) at the true parameters; repeats="
                 f"{args.repeats}; "
                 + (
-                    "OU x0~N(0,%g) (P0=0 gives NaN); " % args.ou_p0
+                    f"OU x0~N(0,{args.ou_p0:g}) (P0=0 gives NaN); "
                     if problem == "ou"
                     else ""
                 )

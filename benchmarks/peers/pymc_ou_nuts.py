@@ -42,6 +42,12 @@ def parse_args():
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--chains", type=int, default=2)
     p.add_argument(
+        "--cores",
+        type=int,
+        default=1,
+        help="chains in parallel processes (PyMC's own default is min(4, CPUs))",
+    )
+    p.add_argument(
         "--num-points",
         type=int,
         default=1000,
@@ -97,7 +103,7 @@ def run_once(pm, ts, xs, args):
             draws=args.num_samples,
             tune=args.num_warmup,
             chains=args.chains,
-            cores=1,
+            cores=args.cores,
             random_seed=args.seed,
             progressbar=False,
         )

@@ -120,7 +120,8 @@ def time_runs(fn, block=lambda x: x):
 def bench_numpy():
     for dtype in (np.float64, np.float32):
 
-        def sim(dtype=dtype, rng=np.random.default_rng(ARGS.seed)):
+        def sim(dtype=dtype):
+            rng = np.random.default_rng(ARGS.seed)
             x = np.full(N, X0, dtype=dtype)
             for _ in range(STEPS):
                 z = rng.standard_normal(N, dtype=dtype)
@@ -259,7 +260,9 @@ def bench_normals():
                 t0 = time.perf_counter()
                 jax.block_until_ready(compiled(key))
                 warm = time.perf_counter() - t0
-                times, out = time_runs(lambda: compiled(key), jax.block_until_ready)
+                times, out = time_runs(
+                    lambda c=compiled, k=key: c(k), jax.block_until_ready
+                )
                 record(
                     name,
                     dn,
@@ -342,7 +345,9 @@ def bench_diffrax():
             t0_ = time.perf_counter()
             jax.block_until_ready(compiled(key))
             warm = time.perf_counter() - t0_
-            times, out = time_runs(lambda: compiled(key), jax.block_until_ready)
+            times, out = time_runs(
+                lambda c=compiled, k=key: c(k), jax.block_until_ready
+            )
             ys, nsteps = out
             nsteps = np.unique(np.asarray(nsteps))
             assert ys.dtype == dtype, ys.dtype

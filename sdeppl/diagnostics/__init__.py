@@ -1,4 +1,5 @@
-"""Layer 3: ArviZ conversion, convergence checks with verdicts, simulation-based calibration.
+"""Layer 3: ArviZ conversion, convergence checks with verdicts, simulation-based
+calibration.
 
 - :func:`check` / :func:`verdict`: the diagnostics table (pass/warn/fail with advice).
 - :func:`to_inference_data`: sampler output to ``InferenceData`` with time coordinates.

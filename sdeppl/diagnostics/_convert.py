@@ -1,4 +1,5 @@
-"""Conversion of sampler output to ArviZ ``InferenceData`` with named dims and time coords."""
+"""Conversion of sampler output to ArviZ ``InferenceData`` with named dims and time
+coords."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 
 
 class PathCoords(NamedTuple):
-    """How a path-valued variable is laid out: its times and whether the state is a vector."""
+    """How a path-valued variable is laid out: its times and whether the state is a
+    vector."""
 
     ts: np.ndarray
     scalar_state: bool
@@ -18,7 +20,8 @@ class PathCoords(NamedTuple):
 
 
 def _time_dim_names(paths: dict[str, PathCoords]) -> dict[str, str]:
-    """One shared ``time`` coordinate when all paths share their times, else ``{name}_time``."""
+    """One shared ``time`` coordinate when all paths share their times, else
+    ``{name}_time``."""
     grids = [tuple(np.asarray(p.ts).round(12)) for p in paths.values()]
     if len(set(grids)) <= 1:
         return {name: "time" for name in paths}
@@ -28,7 +31,8 @@ def _time_dim_names(paths: dict[str, PathCoords]) -> dict[str, str]:
 def path_dims(
     name: str, shape: tuple, paths: dict[str, PathCoords], time_names: dict[str, str]
 ):
-    """Dims of a per-draw value of variable ``name`` (shape without chain/draw), or None."""
+    """Dims of a per-draw value of variable ``name`` (shape without chain/draw), or
+    None."""
     base = name
     for suffix in ("_forecast", "_one_step"):
         if name.endswith(suffix):
@@ -59,10 +63,10 @@ def to_inference_data(
 ) -> az.InferenceData:
     """Build an ``InferenceData`` from arrays shaped ``(chain, draw, ...)``.
 
-    Path-valued variables (posterior, predictive, observed, pointwise log-likelihood) get
-    dims ``(..., time[, state])`` with the model's times as the ``time`` coordinate;
-    forecasts get a ``time_forecast`` coordinate. ``metadata`` is stored as JSON in the
-    ``sdeppl`` attribute of every group.
+    Path-valued variables (posterior, predictive, observed, pointwise log-likelihood)
+    get dims ``(..., time[, state])`` with the model's times as the ``time``
+    coordinate; forecasts get a ``time_forecast`` coordinate. ``metadata`` is stored
+    as JSON in the ``sdeppl`` attribute of every group.
     """
     paths = paths or {}
     time_names = _time_dim_names(paths)

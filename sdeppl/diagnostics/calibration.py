@@ -1,10 +1,10 @@
-"""Simulation-based calibration: rank statistics, a uniformity test and the rank plot.
+r"""Simulation-based calibration: rank statistics, a uniformity test and the rank plot.
 
-If data are simulated from the prior predictive and the posterior is computed exactly, the
-rank of the true parameter among $L$ posterior draws is uniform on $\{0, \dots, L\}$
-(Talts et al. 2018). Skewed or U-shaped rank histograms reveal biased or over/under-
-dispersed posteriors. The driver that simulates and fits lives in :mod:`sdeppl.infer.sbc`
-(it needs the samplers); this module holds the statistics.
+If data are simulated from the prior predictive and the posterior is computed exactly,
+the rank of the true parameter among $L$ posterior draws is uniform on
+$\{0, \dots, L\}$ (Talts et al. 2018). Skewed or U-shaped rank histograms reveal biased
+or over/under-dispersed posteriors. The driver that simulates and fits lives in
+:mod:`sdeppl.infer.sbc` (it needs the samplers); this module holds the statistics.
 
 References
 ----------
@@ -36,7 +36,8 @@ def rank_statistics(
 def uniformity_pvalue(
     ranks: np.ndarray, num_draws: int, num_bins: int | None = None
 ) -> float:
-    """Chi-square test of uniform ranks over ``num_bins`` equal bins of ``0..num_draws``."""
+    """Chi-square test of uniform ranks over ``num_bins`` equal bins of
+    ``0..num_draws``."""
     ranks = np.asarray(ranks).ravel()
     num_bins = num_bins or max(2, min(20, ranks.size // 5))
     edges = np.linspace(0, num_draws + 1, num_bins + 1)
@@ -66,18 +67,20 @@ class SBCResult:
             }
 
     def passed(self, alpha: float = 0.01) -> bool:
-        """True if no parameter's uniformity test rejects at level ``alpha`` (Bonferroni)."""
+        """True if no parameter's uniformity test rejects at level ``alpha``
+        (Bonferroni)."""
         return all(p > alpha / len(self.pvalues) for p in self.pvalues.values())
 
     def plot(self, num_bins: int = 10):
-        """Rank histograms with the 99% band of counts under uniformity; returns the figure."""
+        """Rank histograms with the 99% band of counts under uniformity; returns the
+        figure."""
         import matplotlib.pyplot as plt
 
         names = list(self.ranks)
         fig, axes = plt.subplots(
             1, len(names), figsize=(3.2 * len(names), 2.6), squeeze=False
         )
-        for ax, name in zip(axes[0], names):
+        for ax, name in zip(axes[0], names, strict=True):
             r = np.asarray(self.ranks[name]).ravel()
             edges = np.linspace(0, self.num_draws + 1, num_bins + 1)
             counts, _ = np.histogram(r, bins=edges)

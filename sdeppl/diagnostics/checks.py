@@ -59,8 +59,8 @@ def check(
 ) -> pd.DataFrame:
     """Table of checks: columns ``check, value, status, advice``.
 
-    ``max_tree_depth`` enables the tree-depth check (NUTS); otherwise it is read from the
-    run metadata when present.
+    ``max_tree_depth`` enables the tree-depth check (NUTS); otherwise it is read from
+    the run metadata when present.
     """
     rows = []
     chains = idata.posterior.sizes["chain"]
@@ -116,7 +116,10 @@ def check(
         advice = (
             "no divergent transitions"
             if n_div == 0
-            else "divergences bias the posterior: raise target_accept, or reparametrise (non-centre)"
+            else (
+                "divergences bias the posterior: raise target_accept, or "
+                "reparametrise (non-centre)"
+            )
         )
         rows.append(("divergences", f"{n_div} ({100 * frac:.2f}%)", status, advice))
     if stats is not None and "energy" in stats:
@@ -127,7 +130,10 @@ def check(
         advice = (
             "momentum resampling explores the energy well"
             if status == "pass"
-            else "low E-BFMI: heavy tails or poor adaptation; reparametrise or warm up longer"
+            else (
+                "low E-BFMI: heavy tails or poor adaptation; reparametrise or warm "
+                "up longer"
+            )
         )
         rows.append(("E-BFMI", f"{bfmi:.2f}", status, advice))
     if max_tree_depth is None:
@@ -140,7 +146,10 @@ def check(
         advice = (
             "trajectories end by U-turn"
             if status == "pass"
-            else "trajectories hit the maximum depth: raise max_tree_depth or reparametrise"
+            else (
+                "trajectories hit the maximum depth: raise max_tree_depth or "
+                "reparametrise"
+            )
         )
         rows.append(
             (
@@ -160,7 +169,10 @@ def check(
         advice = (
             "PSIS-LOO is reliable"
             if status == "pass"
-            else f"{int(np.sum(k > 0.7))} observations with k > 0.7: LOO is unreliable there (influential points or misfit)"
+            else (
+                f"{int(np.sum(k > 0.7))} observations with k > 0.7: LOO is unreliable "
+                "there (influential points or misfit)"
+            )
         )
         rows.append(("Pareto k (LOO)", f"{kmax:.2f}", status, advice))
     return pd.DataFrame(rows, columns=["check", "value", "status", "advice"])

@@ -102,9 +102,10 @@ def inspect_model(model, args, kwargs) -> dict[str, SiteInfo]:
 class ModelAdapter:
     """Flat unconstrained view of a NumPyro model for the samplers.
 
-    ``reparam=True`` applies :func:`sdeppl.reparam_paths` (non-centred latent paths, data
-    augmentation). The log-density is NumPyro's ``potential_energy`` (supports depending
-    on other sites are handled), the constrained draws come from ``constrain_fn``.
+    ``reparam=True`` applies :func:`sdeppl.reparam_paths` (non-centred latent paths,
+    data augmentation). The log-density is NumPyro's ``potential_energy`` (supports
+    depending on other sites are handled), the constrained draws come from
+    ``constrain_fn``.
     """
 
     def __init__(self, model, args=(), kwargs=None, *, reparam: bool = True):
@@ -117,9 +118,9 @@ class ModelAdapter:
         discrete = [n for n, s in latent.items() if s.discrete]
         if discrete:
             raise ValueError(
-                f"fit: latent site(s) {discrete} are discrete; gradient-based samplers need "
-                "continuous latent variables. Marginalise them in the model, or use "
-                "method='nuts' (NumPyro NUTS enumerates discrete sites)."
+                f"fit: latent site(s) {discrete} are discrete; gradient-based samplers "
+                "need continuous latent variables. Marginalise them in the model, or "
+                "use method='nuts' (NumPyro NUTS enumerates discrete sites)."
             )
         if not latent:
             raise ValueError(
@@ -152,7 +153,8 @@ class ModelAdapter:
         return self._unravel
 
     def logdensity(self, z):
-        """Log joint density (with Jacobians) at a flat unconstrained position ``(dim,)``."""
+        """Log joint density (with Jacobians) at a flat unconstrained position
+        ``(dim,)``."""
         return -potential_energy(self.model, self.args, self.kwargs, self.unravel(z))
 
     def constrain(self, z):
@@ -166,7 +168,8 @@ class ModelAdapter:
         )
 
     def initial_position(self, key, radius: float = 2.0, max_tries: int = 100):
-        """A uniform draw in ``[-radius, radius]^dim`` (unconstrained) with finite density.
+        """A uniform draw in ``[-radius, radius]^dim`` (unconstrained) with finite
+        density.
 
         Runs inside ``jit``; gives up after ``max_tries`` (the sampler then reports the
         non-finite start in its statistics).

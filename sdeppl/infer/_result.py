@@ -1,4 +1,5 @@
-"""The result of :func:`sdeppl.fit`: an ArviZ ``InferenceData`` with checks, saving and a report."""
+"""The result of :func:`sdeppl.fit`: an ArviZ ``InferenceData`` with checks, saving and
+a report."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ class Fit:
         )
 
     def diagnostics(self) -> pd.DataFrame:
-        """Checks with ``pass``/``warn``/``fail`` and advice (see :mod:`sdeppl.diagnostics`)."""
+        """Checks with ``pass``/``warn``/``fail`` and advice (see
+        :mod:`sdeppl.diagnostics`)."""
         return check(self.idata)
 
     @property
@@ -63,7 +65,8 @@ class Fit:
         return atomic_write(path, self.idata.to_netcdf, suffix=".nc")
 
     def report(self, path, *, title: str | None = None) -> str:
-        """Write the self-contained HTML uncertainty report (see :mod:`sdeppl.report`)."""
+        """Write the self-contained HTML uncertainty report (see
+        :mod:`sdeppl.report`)."""
         from ..report import write_report  # the report layer sits above inference
 
         return write_report(self, path, title=title)

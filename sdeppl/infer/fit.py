@@ -31,8 +31,8 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
     """Turn on JAX's persistent compilation cache (once; respects a user's own setting).
 
     The cache lives in ``$SDEPPL_COMPILATION_CACHE`` or ``~/.cache/sdeppl/jax``; set
-    ``SDEPPL_COMPILATION_CACHE=off`` to disable it. Repeated runs of the same model on the
-    same data then skip XLA compilation. Returns the directory in use (or None).
+    ``SDEPPL_COMPILATION_CACHE=off`` to disable it. Repeated runs of the same model on
+    the same data then skip XLA compilation. Returns the directory in use (or None).
     """
     current = jax.config.jax_compilation_cache_dir
     if current:
@@ -289,7 +289,8 @@ def pointwise_log_likelihood(adapter, samples: dict):
 
 
 def posterior_predictive_draws(adapter, samples: dict, key):
-    """Fresh draws of every observed site given each posterior draw, ``(chain, draw, ...)``."""
+    """Fresh draws of every observed site given each posterior draw,
+    ``(chain, draw, ...)``."""
     flat, lead = _flat_draws(samples)
     model = reparam_paths(unobserve(adapter.raw_model))
     names = [n for n, s in adapter.sites.items() if s.observed]
@@ -299,7 +300,8 @@ def posterior_predictive_draws(adapter, samples: dict, key):
 
 
 def one_step_predictive_draws(adapter, samples: dict, key):
-    """One-step-ahead predictive draws of every observed path site (``{name}_one_step``)."""
+    """One-step-ahead predictive draws of every observed path site
+    (``{name}_one_step``)."""
     names = [
         n
         for n, s in adapter.path_sites.items()
@@ -337,8 +339,8 @@ def forecast_draws(adapter, samples: dict, key, horizon: float, num_steps: int):
 
     Each path site is restarted at its last value (observed, or latent from the draw)
     and simulated with its own SDE and method on ``num_steps`` equal steps to
-    ``t_last + horizon``. Returns ``({name}_forecast: (chain, draw, ..., num_steps[, d]),
-    times)``.
+    ``t_last + horizon``. Returns
+    ``({name}_forecast: (chain, draw, ..., num_steps[, d]), times)``.
     """
     flat, lead = _flat_draws(samples)
     path_names = [
@@ -447,8 +449,8 @@ def fit(
         paths the one-step-ahead predictive ``{name}_one_step`` (each transition from
         the previous observation: the natural residual check for time series).
     forecast
-        ``{"horizon": h, "steps": n}``: continue every path ``n`` equal steps to its last
-        time plus ``h``, for each posterior draw (group ``posterior_predictive``,
+        ``{"horizon": h, "steps": n}``: continue every path ``n`` equal steps to its
+        last time plus ``h``, for each posterior draw (group ``posterior_predictive``,
         variables ``{name}_forecast``).
     log_likelihood
         Store pointwise log-likelihoods (for LOO/WAIC and the Pareto-k check).
@@ -475,7 +477,8 @@ def fit(
     clash = set(kwargs) & set(model_kwargs or {})
     if clash:
         raise ValueError(
-            f"fit: model keyword(s) {sorted(clash)} given both in model_kwargs and directly."
+            f"fit: model keyword(s) {sorted(clash)} given both in model_kwargs and "
+            "directly."
         )
     kwargs = {**kwargs, **(model_kwargs or {})}
     if chain_method not in CHAIN_METHODS:
@@ -507,7 +510,8 @@ def fit(
             or "horizon" not in forecast
         ):
             raise ValueError(
-                f"fit: forecast must be a dict {{'horizon': float, 'steps': int}}; got {forecast!r}."
+                "fit: forecast must be a dict {'horizon': float, 'steps': int}; "
+                f"got {forecast!r}."
             )
         if not float(forecast["horizon"]) > 0:
             raise ValueError(

@@ -1,12 +1,14 @@
-r"""Fused HMC drivers on BlackJAX kernels: NUTS with Stan's window adaptation, and MCLMC.
+r"""Fused HMC drivers on BlackJAX kernels: NUTS with Stan's window adaptation, and
+MCLMC.
 
-Why a driver of our own: on CPU, for the small-to-medium models of this project, sampling
-time is dominated by the Python driver and by compilation, not by the model's gradient.
-:func:`run_nuts` therefore runs warm-up *and* sampling as **one** ``lax.scan`` in which the
-NUTS kernel is traced once (BlackJAX's ``window_adaptation`` followed by a sampling loop
-traces it twice, NumPyro's ``MCMC`` re-traces it on every run), keeps draws in a
-preallocated buffer (memory ``num_samples x dim``, not ``(warm-up + samples) x dim``), and
-reports progress through a host callback every few percent.
+Why a driver of our own: on CPU, for the small-to-medium models of this project,
+sampling time is dominated by the Python driver and by compilation, not by the model's
+gradient. :func:`run_nuts` therefore runs warm-up *and* sampling as **one**
+``lax.scan`` in which the NUTS kernel is traced once (BlackJAX's ``window_adaptation``
+followed by a sampling loop traces it twice, NumPyro's ``MCMC`` re-traces it on every
+run), keeps draws in a preallocated buffer (memory ``num_samples x dim``, not
+``(warm-up + samples) x dim``), and reports progress through a host callback every few
+percent.
 
 Warm-up follows Stan (Carpenter et al. 2017): a fast initial buffer (15%), slow windows
 doubling in size in which a diagonal (or dense) inverse mass matrix is estimated with
@@ -20,7 +22,8 @@ per-draw statistics as arrays; chains are mapped by the caller (``sdeppl.fit``).
 References
 ----------
 Hoffman, M. D. and Gelman, A. (2014). The No-U-Turn sampler. *JMLR* 15, 1593–1623.
-Carpenter, B. et al. (2017). Stan: a probabilistic programming language. *J. Stat. Softw.* 76(1).
+Carpenter, B. et al. (2017). Stan: a probabilistic programming language. *J. Stat.
+Softw.* 76(1).
 Robnik, J., De Luca, G. B., Silverstein, E. and Seljak, U. (2023). Microcanonical
 Hamiltonian Monte Carlo. *JMLR* 24, 1–34.
 """
@@ -39,14 +42,16 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 
 
 class WarmupSchedule(NamedTuple):
-    """Per-step flags of Stan's warm-up: ``slow`` (estimate the metric), ``window_end``."""
+    """Per-step flags of Stan's warm-up: ``slow`` (estimate the metric),
+    ``window_end``."""
 
     slow: np.ndarray
     window_end: np.ndarray
 
 
 def stan_schedule(num_warmup: int) -> WarmupSchedule:
-    """Stan's windows: 75/25.../50 for 1000 steps, scaled 15%/75%/10% for short warm-ups."""
+    """Stan's windows: 75/25.../50 for 1000 steps, scaled 15%/75%/10% for short
+    warm-ups."""
     slow = np.zeros(num_warmup, bool)
     window_end = np.zeros(num_warmup, bool)
     if num_warmup < 20:
@@ -69,7 +74,8 @@ def stan_schedule(num_warmup: int) -> WarmupSchedule:
 
 
 class AdaptationState(NamedTuple):
-    """Carried warm-up state: dual averaging, metric estimation, and the current tuning."""
+    """Carried warm-up state: dual averaging, metric estimation, and the current
+    tuning."""
 
     step_size_state: object
     metric_state: object
@@ -133,7 +139,8 @@ def run_nuts(
     key: PRNG key.
     logdensity_fn: log-density of a flat unconstrained position ``(dim,)``.
     position: initial flat position ``(dim,)``.
-    num_warmup, num_samples, thinning: iterations; ``num_samples // thinning`` draws kept.
+    num_warmup, num_samples, thinning: iterations; ``num_samples // thinning`` draws
+        kept.
     target_accept: dual-averaging target for the mean acceptance statistic.
     max_tree_depth: maximum number of trajectory doublings.
     dense_mass: estimate a dense inverse mass matrix instead of a diagonal one.
@@ -196,7 +203,8 @@ def run_nuts(
             jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0
         )
 
-        # --- warm-up: dual averaging always, Welford in slow windows, restart at window ends
+        # --- warm-up: dual averaging always, Welford in slow windows, restart at window
+        # ends
         da_state = da_update(adapt.step_size_state, acceptance)
         mm_state = jax.lax.cond(
             is_slow,

@@ -1,4 +1,5 @@
-"""Simulation-based calibration driver: prior draws -> simulated data -> fits -> ranks."""
+"""Simulation-based calibration driver: prior draws -> simulated data -> fits ->
+ranks."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def sbc(
 
     Returns
     -------
-    :class:`~sdeppl.diagnostics.SBCResult` with ranks, uniformity p-values and ``plot()``.
+    :class:`~sdeppl.diagnostics.SBCResult` with ranks, uniformity p-values and
+    ``plot()``.
     """
     observed = (observed,) if isinstance(observed, str) else tuple(observed)
     if method not in ("blackjax", "mclmc"):
@@ -58,7 +60,8 @@ def sbc(
     missing = [name for name in observed if name not in prior]
     if missing:
         raise ValueError(
-            f"sbc: observed site(s) {missing} are not sample sites of the model; it has {sorted(prior)}."
+            f"sbc: observed site(s) {missing} are not sample sites of the model; "
+            f"it has {sorted(prior)}."
         )
     reference = ModelAdapter(
         numpyro.handlers.condition(model, {n: prior[n][0] for n in observed}),

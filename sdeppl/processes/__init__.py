@@ -3,6 +3,9 @@
 - :class:`SDE`, :class:`LinearSDE`, :class:`OU`: the dynamics.
 - :class:`Path`: the distribution of an SDE's path at given times (likelihood with
   ``obs=``, latent path without).
+- :class:`StateSpace`: noisy observations of a latent SDE, the path integrated out by a
+  Kalman, extended or unscented filter (:class:`LinearGaussian`,
+  :class:`GaussianObservation`).
 - :func:`reparam_paths`: non-centred latent paths and data augmentation for inference.
 """
 
@@ -10,5 +13,8 @@ from .path import Path as Path
 from .reparam import PathReparam as PathReparam
 from .reparam import reparam_paths as reparam_paths
 from .sde import OU as OU
+from .statespace import GaussianObservation as GaussianObservation
+from .statespace import LinearGaussian as LinearGaussian
+from .statespace import StateSpace as StateSpace
 from .sde import SDE as SDE
 from .sde import LinearSDE as LinearSDE

@@ -1,4 +1,5 @@
-"""Input checks shared by the process primitives (run outside ``jit``, on concrete values)."""
+"""Input checks shared by the process primitives (run outside ``jit``, on concrete
+values)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 
 
 def is_concrete(*values) -> bool:
-    """True when no leaf of ``values`` is a JAX tracer (so it can be checked eagerly)."""
+    """True when no leaf of ``values`` is a JAX tracer (so it can be checked
+    eagerly)."""
     leaves = jax.tree_util.tree_leaves(values)
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
 
@@ -19,7 +21,8 @@ def float_dtype():
 
 
 def check_times(ts, owner: str):
-    """Check ``ts`` is a strictly increasing ``(T,)`` grid and return it as a float array.
+    """Check ``ts`` is a strictly increasing ``(T,)`` grid and return it as a float
+    array.
 
     Concrete input (NumPy, Python or a concrete JAX array) is checked and returned as a
     NumPy array, so that it stays concrete inside ``jit``-traced model code (JAX turns
@@ -28,8 +31,9 @@ def check_times(ts, owner: str):
     if isinstance(ts, jax.core.Tracer):
         if ts.ndim != 1 or ts.shape[0] < 2:
             raise ValueError(
-                f"{owner}: ts must be a 1-D time grid of length >= 2, shape (T,); got shape "
-                f"{ts.shape}. Pass one time grid; batch over parameters instead."
+                f"{owner}: ts must be a 1-D time grid of length >= 2, shape (T,); "
+                f"got shape {ts.shape}. Pass one time grid; batch over parameters "
+                "instead."
             )
         return (
             ts if jnp.issubdtype(ts.dtype, jnp.floating) else ts.astype(float_dtype())
@@ -43,12 +47,13 @@ def check_times(ts, owner: str):
     )
     if t.ndim != 1 or t.shape[0] < 2:
         raise ValueError(
-            f"{owner}: ts must be a 1-D time grid of length >= 2, shape (T,); got shape "
-            f"{t.shape}. Pass one time grid; batch over parameters instead."
+            f"{owner}: ts must be a 1-D time grid of length >= 2, shape (T,); "
+            f"got shape {t.shape}. Pass one time grid; batch over parameters instead."
         )
     if not np.all(np.isfinite(t)):
         raise ValueError(
-            f"{owner}: ts must be finite; got non-finite values at {np.flatnonzero(~np.isfinite(t))[:5]}."
+            f"{owner}: ts must be finite; got non-finite values at "
+            f"{np.flatnonzero(~np.isfinite(t))[:5]}."
         )
     bad = np.flatnonzero(np.diff(t) <= 0)
     if bad.size:
@@ -61,7 +66,8 @@ def check_times(ts, owner: str):
 
 
 def uniform_step(t0s, t1s):
-    """The common step if every ``t1s - t0s`` is equal (concrete grids only), else None."""
+    """The common step if every ``t1s - t0s`` is equal (concrete grids only), else
+    None."""
     if not is_concrete(t0s, t1s):
         return None
     dts = np.asarray(t1s) - np.asarray(t0s)

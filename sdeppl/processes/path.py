@@ -52,8 +52,9 @@ class Path(Distribution):
     substeps
         ``m`` latent points between consecutive times (data augmentation for coarse
         data, with ``"euler"`` or ``"local_linear"``). Sampling uses the fine grid. An
-        observed path with ``substeps > 0`` has no closed-form density: its latent points
-        are introduced by :func:`~sdeppl.reparam_paths` (applied by ``sdeppl.fit``).
+        observed path with ``substeps > 0`` has no closed-form density: its latent
+        points are introduced by :func:`~sdeppl.reparam_paths` (applied by
+        ``sdeppl.fit``).
     parametrization
         How :func:`~sdeppl.reparam_paths` exposes latent points to HMC:
         ``"noncentered"`` (default; standard-normal innovations are the latent
@@ -62,12 +63,12 @@ class Path(Distribution):
 
     Missing values
     --------------
-    NaN marks a missing time point of an observed path. Its transition is skipped and the
-    next observed point is reached in one transition spanning the gap (exact for
+    NaN marks a missing time point of an observed path. Its transition is skipped and
+    the next observed point is reached in one transition spanning the gap (exact for
     ``"exact"``; one coarse step for the other methods; with ``substeps`` the missing
     points are latent). Missing points must be at the same times in every series of a
-    batch, a time point is missing in all coordinates or none, and the first point must
-    be observed; these are checked when the data are concrete.
+    batch, a time point is missing in all coordinates or none, and the first point
+    must be observed; these are checked when the data are concrete.
 
     Shapes
     ------
@@ -87,8 +88,9 @@ class Path(Distribution):
 
     References
     ----------
-    Durham, G. B. and Gallant, A. R. (2002). Numerical techniques for maximum likelihood
-    estimation of continuous-time diffusion processes. *J. Bus. Econ. Stat.* 20, 297–338.
+    Durham, G. B. and Gallant, A. R. (2002). Numerical techniques for maximum
+    likelihood estimation of continuous-time diffusion processes. *J. Bus. Econ.
+    Stat.* 20, 297–338.
     """
 
     arg_constraints = {}
@@ -130,12 +132,13 @@ class Path(Distribution):
             raise ValueError(f"Path: substeps must be an int >= 0; got {substeps!r}.")
         if substeps and method == "exact":
             raise ValueError(
-                "Path: substeps are not needed with method='exact' (its transitions are "
-                "exact over any gap); use substeps=0."
+                "Path: substeps are not needed with method='exact' (its transitions "
+                "are exact over any gap); use substeps=0."
             )
         if parametrization not in PARAMETRIZATIONS:
             raise ValueError(
-                f"Path: parametrization must be one of {PARAMETRIZATIONS}; got {parametrization!r}."
+                f"Path: parametrization must be one of {PARAMETRIZATIONS}; "
+                f"got {parametrization!r}."
             )
         ts = check_times(ts, "Path")
         if isinstance(x0, Distribution):
@@ -153,8 +156,9 @@ class Path(Distribution):
                 x0 = x0.astype(ts.dtype)
             if x0.ndim > 1:
                 raise ValueError(
-                    f"Path: a fixed x0 must have shape () or (d,); got {x0.shape}. For a "
-                    "batch of initial states pass a distribution, e.g. dist.Delta(x0, event_dim=1)."
+                    f"Path: a fixed x0 must have shape () or (d,); got {x0.shape}. "
+                    "For a batch of initial states pass a distribution, e.g. "
+                    "dist.Delta(x0, event_dim=1)."
                 )
             if is_concrete(x0) and not np.all(np.isfinite(np.asarray(x0))):
                 raise ValueError(f"Path: x0 must be finite; got {x0}.")
@@ -171,8 +175,9 @@ class Path(Distribution):
         self._noise_size = noise_dim if kind == "factor" else self.state_dim
         if self.substeps and noise_dim < self.state_dim:
             raise ValueError(
-                f"Path: substeps need a full-rank diffusion; this SDE has {noise_dim} Brownian "
-                f"motions for a {self.state_dim}-dimensional state."
+                "Path: substeps need a full-rank diffusion; this SDE has "
+                f"{noise_dim} Brownian motions for a {self.state_dim}-dimensional "
+                "state."
             )
         super().__init__(
             batch_shape=batch_shape,
@@ -196,7 +201,8 @@ class Path(Distribution):
 
     @property
     def fine_ts(self):
-        """The simulation grid: ``ts`` with ``substeps`` equal steps inserted per gap."""
+        """The simulation grid: ``ts`` with ``substeps`` equal steps inserted per
+        gap."""
         if not self.substeps:
             return self.ts
         xp = np if is_concrete(self.ts) else jnp  # keep a concrete grid concrete
@@ -220,7 +226,8 @@ class Path(Distribution):
                 shapes[name] = jax.eval_shape(lambda x, fn=fn: fn(t0, x), probe).shape
             except Exception as e:  # the user's closure failed on a state of this shape
                 raise ValueError(
-                    f"Path: calling {name}(t, x) with x of shape {probe.shape} failed: {e}"
+                    f"Path: calling {name}(t, x) with x of shape {probe.shape} "
+                    f"failed: {e}"
                 ) from e
         state = self._state_shape
         f_shape, g_shape = shapes["drift"], shapes["diffusion"]
@@ -233,15 +240,16 @@ class Path(Distribution):
         if sde.noise == "general":
             if len(g_shape) < 2 or g_shape[-2] != self.state_dim:
                 raise ValueError(
-                    f"Path: a general-noise diffusion must return (*batch, {self.state_dim}, m); "
-                    f"got shape {g_shape}."
+                    "Path: a general-noise diffusion must return "
+                    f"(*batch, {self.state_dim}, m); got shape {g_shape}."
                 )
             g_batch, noise_dim = g_shape[:-2], g_shape[-1]
         else:
             if state and g_shape and g_shape[-1] not in (1, state[-1]):
                 raise ValueError(
-                    f"Path: a diagonal diffusion must return the state's shape {state} (or a "
-                    f"scalar); got shape {g_shape}. Use noise='general' for a matrix."
+                    "Path: a diagonal diffusion must return the state's shape "
+                    f"{state} (or a scalar); got shape {g_shape}. Use noise='general' "
+                    "for a matrix."
                 )
             g_batch, noise_dim = (g_shape[:-1] if state else g_shape), self.state_dim
         try:
@@ -278,8 +286,8 @@ class Path(Distribution):
         if is_concrete(value) and np.any(np.asarray(value) < 0):
             raise ValueError(
                 "Path: the diffusion returned a negative scale "
-                f"(min {np.min(np.asarray(value)):.4g}) at t={float(t):.4g}; a diagonal "
-                "diffusion is a standard deviation and must be >= 0."
+                f"(min {np.min(np.asarray(value)):.4g}) at t={float(t):.4g}; "
+                "a diagonal diffusion is a standard deviation and must be >= 0."
             )
 
     # -- internal layout ---------------------------------------------------------------
@@ -367,10 +375,10 @@ class Path(Distribution):
         """
         if self.substeps:
             raise ValueError(
-                "Path: an observed path with substeps > 0 has latent points between the "
-                "observations, so it has no closed-form log_prob. Fit with sdeppl.fit, or "
-                "wrap the model with sdeppl.reparam_paths(model), which adds them as latent "
-                "variables; or use substeps=0."
+                "Path: an observed path with substeps > 0 has latent points between "
+                "the observations, so it has no closed-form log_prob. Fit with "
+                "sdeppl.fit, or wrap the model with sdeppl.reparam_paths(model), which "
+                "adds them as latent variables; or use substeps=0."
             )
         observed = self._observed_index(value)
         if observed is None:
@@ -402,7 +410,8 @@ class Path(Distribution):
 
         Shapes
         ------
-        value: ``(*batch, T, *state)`` (leading dims from plates allowed); returns the same shape.
+        value: ``(*batch, T, *state)`` (leading dims from plates allowed); returns the
+        same shape.
         """
         observed = self._observed_index(value)
         if observed is None:
@@ -437,7 +446,8 @@ class Path(Distribution):
 
         Shapes
         ------
-        x_prev, x_next: ``(*lead, *batch, K, d)``; t0s, t1s: ``(K,)``; returns ``(*lead, *batch, K)``.
+        x_prev, x_next: ``(*lead, *batch, K, d)``; t0s, t1s: ``(K,)``; returns
+        ``(*lead, *batch, K)``.
         """
         nb = len(self.batch_shape)
         lead = x_prev.shape[: x_prev.ndim - 2 - nb]
@@ -458,8 +468,8 @@ class Path(Distribution):
         if kind == "diag" and is_concrete(scales) and np.any(np.asarray(scales) < 0):
             raise ValueError(
                 "Path: the diffusion returned a negative scale (min "
-                f"{float(np.min(np.asarray(scales))):.4g}); a diagonal diffusion is a standard "
-                "deviation and must be >= 0."
+                f"{float(np.min(np.asarray(scales))):.4g}); a diagonal diffusion is a "
+                "standard deviation and must be >= 0."
             )
         lp = gaussian_log_prob(flat_next, means, scales, kind)
         return lp.reshape(lead + lp.shape[1:])
@@ -483,30 +493,32 @@ class Path(Distribution):
         row_missing = ~finite.all(axis=-1)
         if np.any(row_missing & finite.any(axis=-1)):
             raise ValueError(
-                "Path: a time point is missing in some coordinates but not all; a Path needs "
-                "whole states. Use sdeppl.StateSpace for partially observed states."
+                "Path: a time point is missing in some coordinates but not all; a Path "
+                "needs whole states. Use sdeppl.StateSpace for partially observed "
+                "states."
             )
         rows = row_missing.reshape(-1, xv.shape[-2])
         if np.any(rows != rows[:1]):
             raise ValueError(
-                "Path: missing values (NaN) must be at the same times in every series of a "
-                "batch; fit series with different gaps separately."
+                "Path: missing values (NaN) must be at the same times in every series "
+                "of a batch; fit series with different gaps separately."
             )
         missing = rows[0]
         if missing[0]:
             raise ValueError(
-                "Path: the first time point is missing (NaN); start ts at the first observed time."
+                "Path: the first time point is missing (NaN); start ts at the first "
+                "observed time."
             )
         return np.flatnonzero(~missing)
 
-    # -- data augmentation (used by reparam_paths) ----------------------------------------
+    # -- data augmentation (used by reparam_paths) ------------------------------------
     def augmentation_plan(self, obs):
         """Static structure of the fine grid for an observed path with substeps.
 
         Returns a dict of NumPy arrays: ``observed`` (F,) bool per fine point,
-        ``obs_index`` (F,) index into ``ts`` (or -1), ``target`` (F-1,) the fine index of
-        the next observed point after each step's end (or -1), ``latent_slot`` (F,) the
-        row of the innovations used by a latent point (or 0), and ``num_latent``.
+        ``obs_index`` (F,) index into ``ts`` (or -1), ``target`` (F-1,) the fine index
+        of the next observed point after each step's end (or -1), ``latent_slot`` (F,)
+        the row of the innovations used by a latent point (or 0), and ``num_latent``.
         """
         if not is_concrete(obs):
             raise ValueError(
@@ -590,7 +602,8 @@ class Path(Distribution):
                     mean_p, tril_p, _square_kind(kind_p), z_next
                 )
                 x_lat = jnp.where(has_t, x_bridge, x_forward)
-                # log p - log q; zero for forward draws, where q is the transition itself
+                # log p - log q; zero for forward draws, where q is the transition
+                # itself
                 weight = jnp.where(
                     has_t, -gaussian_log_prob(x_lat, mean_q, scale_q, kind_q), 0.0
                 )
@@ -619,7 +632,8 @@ class Path(Distribution):
         return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
 
     def fine_path(self):
-        """The same process on the fine grid (``substeps=0``), for centred latent paths."""
+        """The same process on the fine grid (``substeps=0``), for centred latent
+        paths."""
         return Path(
             self.sde,
             self.fine_ts,

@@ -3,12 +3,12 @@
 :func:`reparam_paths` wraps a NumPyro model so that every :class:`~sdeppl.Path` site is
 exposed to inference in the way its ``parametrization`` asks:
 
-- latent, ``"noncentered"`` (default): the innovations ``{name}_noise`` (standard normal,
-  shape ``(*batch, K, k)``) and, if ``x0`` is a distribution, ``{name}_x0`` become the
-  latent sites; the path is a deterministic site computed by
+- latent, ``"noncentered"`` (default): the innovations ``{name}_noise`` (standard
+  normal, shape ``(*batch, K, k)``) and, if ``x0`` is a distribution, ``{name}_x0``
+  become the latent sites; the path is a deterministic site computed by
   :meth:`~sdeppl.Path.transform_noise`;
-- latent, ``"centered"`` with ``substeps > 0``: the fine path ``{name}_fine`` is the latent
-  site and ``{name}`` its value at the observation times;
+- latent, ``"centered"`` with ``substeps > 0``: the fine path ``{name}_fine`` is the
+  latent site and ``{name}`` its value at the observation times;
 - observed with ``substeps > 0``: latent points between observations are added as
   ``{name}_bridge`` (innovations of a modified diffusion bridge, non-centred) or
   ``{name}_latent`` (the points, centred), and the observed site's density becomes the
@@ -31,7 +31,8 @@ from .path import Path
 
 
 def _unwrap(fn):
-    """The Path behind ``fn`` and the batch shape the site uses (plates may expand it)."""
+    """The Path behind ``fn`` and the batch shape the site uses (plates may expand
+    it)."""
     if isinstance(fn, ExpandedDistribution) and isinstance(fn.base_dist, Path):
         return fn.base_dist, fn.batch_shape
     if isinstance(fn, Path):
@@ -40,7 +41,8 @@ def _unwrap(fn):
 
 
 class _Augmented(Distribution):
-    """The observed site of an augmented path: ``log_prob`` returns a precomputed value."""
+    """The observed site of an augmented path: ``log_prob`` returns a precomputed
+    value."""
 
     arg_constraints = {}
     pytree_data_fields = ("log_density",)
@@ -123,7 +125,9 @@ def reparam_paths(model):
     ...     sde = sp.SDE(lambda t, x: -x, lambda t, x: sigma)
     ...     return numpyro.sample("x", sp.Path(sde, ts, x0=0.0))
     >>> ts = jnp.linspace(0.0, 1.0, 5)
-    >>> draws = Predictive(sp.reparam_paths(model), num_samples=2)(jax.random.key(0), ts)
+    >>> draws = Predictive(sp.reparam_paths(model), num_samples=2)(
+    ...     jax.random.key(0), ts
+    ... )
     >>> sorted(draws), draws["x"].shape, draws["x_noise"].shape
     (['sigma', 'x', 'x_noise'], (2, 5), (2, 4, 1))
     """

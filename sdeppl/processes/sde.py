@@ -5,9 +5,10 @@ distribution over a path at given times is :class:`sdeppl.Path`. Drift and diffu
 closures ``f(t, x)``, ``g(t, x)`` so that parameters sampled in a NumPyro model are
 captured naturally.
 
-Closures see one time point: ``t`` is a scalar and ``x`` has shape ``(*batch, d)`` for a
-vector state (``(*batch,)`` for a scalar state), where ``batch`` is the batch shape of the
-path (empty unless parameters are batched). They must broadcast over leading batch dims.
+Closures see one time point: ``t`` is a scalar and ``x`` has shape ``(*batch, d)`` for
+a vector state (``(*batch,)`` for a scalar state), where ``batch`` is the batch shape of
+the path (empty unless parameters are batched). They must broadcast over leading batch
+dims.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from ._checks import check_times, uniform_step
 
 
 class Fields(NamedTuple):
-    """Drift and diffusion on ``(*batch, d)`` states, plus parameters in state layout."""
+    """Drift and diffusion on ``(*batch, d)`` states, plus parameters in state
+    layout."""
 
     drift: Callable
     diffusion: Diffusion
@@ -72,7 +74,9 @@ class SDE:
     >>> import jax, jax.numpy as jnp
     >>> import sdeppl as sp
     >>> sde = sp.SDE(drift=lambda t, x: x - x**3, diffusion=lambda t, x: 0.5)
-    >>> xs = sde.simulate(jax.random.key(0), jnp.linspace(0.0, 1.0, 11), x0=0.0, num_paths=4)
+    >>> xs = sde.simulate(
+    ...     jax.random.key(0), jnp.linspace(0.0, 1.0, 11), x0=0.0, num_paths=4
+    ... )
     >>> xs.shape
     (4, 11)
     """
@@ -89,7 +93,8 @@ class SDE:
             )
         if not callable(diffusion):
             raise TypeError(
-                f"{name}: diffusion must be a callable g(t, x); got {type(diffusion).__name__}."
+                f"{name}: diffusion must be a callable g(t, x); "
+                f"got {type(diffusion).__name__}."
                 " For a constant diffusion write `lambda t, x: sigma`."
             )
         if noise not in ("diagonal", "general"):
@@ -116,12 +121,14 @@ class SDE:
 
     # -- parameters -----------------------------------------------------------------
     def param_constraints(self) -> dict:
-        """``{name: (constraint, value)}`` of array parameters checked under validate_args."""
+        """``{name: (constraint, value)}`` of array parameters checked under
+        validate_args."""
         return {}
 
     # -- canonical vector fields on (*batch, d) states --------------------------------
     def fields(self, scalar_state: bool):
-        """Drift and :class:`~sdeppl.solvers.Diffusion` acting on ``(*batch, d)`` states.
+        """Drift and :class:`~sdeppl.solvers.Diffusion` acting on ``(*batch, d)``
+        states.
 
         For a scalar state the user closures are called on ``x[..., 0]`` and their
         output gets a trailing unit axis; outputs are broadcast to the state's shape.
@@ -130,8 +137,8 @@ class SDE:
         if scalar_state:
             if noise != "diagonal":
                 raise ValueError(
-                    f"{type(self).__name__}: a scalar state needs noise='diagonal'; got "
-                    f"noise={noise!r}. Give x0 shape (d,) for a vector state."
+                    f"{type(self).__name__}: a scalar state needs noise='diagonal'; "
+                    f"got noise={noise!r}. Give x0 shape (d,) for a vector state."
                 )
 
             def drift_fn(t, x):
@@ -165,8 +172,8 @@ class SDE:
         """Raise a clear error if ``method`` is not a likelihood method of this SDE."""
         if method not in self.methods:
             raise ValueError(
-                f"{owner}: method={method!r} is not available for {type(self).__name__}; "
-                f"expected one of {self.methods}."
+                f"{owner}: method={method!r} is not available for "
+                f"{type(self).__name__}; expected one of {self.methods}."
                 + (
                     " 'exact' needs a linear SDE (sp.LinearSDE or sp.OU)."
                     if method == "exact"
@@ -175,13 +182,15 @@ class SDE:
             )
 
     def scale_kind(self, method: str) -> str:
-        """Scale kind of the Gaussian transition ``method`` produces (see solvers.gaussian)."""
+        """Scale kind of the Gaussian transition ``method`` produces (see
+        solvers.gaussian)."""
         if method == "euler":
             return euler_scale_kind(Diffusion(self.diffusion, self.noise))
         return "tril"
 
     def coefficients(self, method: str, t0s, t1s):
-        """State-independent per-transition quantities, leading axis ``K`` (or ``None``)."""
+        """State-independent per-transition quantities, leading axis ``K`` (or
+        ``None``)."""
         return None
 
     def moments(self, method: str, fields, coef, t0, t1, x0):
@@ -228,7 +237,8 @@ class SDE:
             )
         if not isinstance(substeps, int | np.integer) or substeps < 0:
             raise ValueError(
-                f"{type(self).__name__}.simulate: substeps must be an int >= 0; got {substeps!r}."
+                f"{type(self).__name__}.simulate: substeps must be an int >= 0; "
+                f"got {substeps!r}."
             )
         scalar = x0.ndim == 0
         drift_fn, diffusion, _ = self.fields(scalar)
@@ -260,7 +270,9 @@ class LinearSDE(SDE):
     Examples
     --------
     >>> import jax.numpy as jnp, sdeppl as sp
-    >>> osc = sp.LinearSDE(A=jnp.array([[0.0, 1.0], [-1.0, -0.2]]), L=jnp.array([[0.0], [0.5]]))
+    >>> osc = sp.LinearSDE(
+    ...     A=jnp.array([[0.0, 1.0], [-1.0, -0.2]]), L=jnp.array([[0.0], [0.5]])
+    ... )
     >>> osc.methods
     ('euler', 'local_linear', 'exact')
     """
@@ -277,7 +289,8 @@ class LinearSDE(SDE):
         d = A.shape[-1]
         if L.ndim < 2 or L.shape[-2] != d:
             raise ValueError(
-                f"LinearSDE: L must have shape (*batch, {d}, m) to match A {A.shape}; got {L.shape}."
+                f"LinearSDE: L must have shape (*batch, {d}, m) to match A {A.shape}; "
+                f"got {L.shape}."
             )
         b = jnp.zeros(A.shape[:-1], A.dtype) if b is None else jnp.asarray(b)
         if b.ndim < 1 or b.shape[-1] != d:
@@ -307,8 +320,8 @@ class LinearSDE(SDE):
     def fields(self, scalar_state: bool):
         if scalar_state:
             raise ValueError(
-                "LinearSDE: the state must be a vector; give x0 shape (d,) (use sp.OU for "
-                "a scalar linear SDE)."
+                "LinearSDE: the state must be a vector; give x0 shape (d,) (use sp.OU "
+                "for a scalar linear SDE)."
             )
         return super().fields(scalar_state)
 
@@ -331,6 +344,11 @@ class LinearSDE(SDE):
         if method == "exact":
             return affine_moments(coef, x0)
         return super().moments(method, fields, coef, t0, t1, x0)
+
+    def discretise(self, fields, t0s, t1s, state_dim):
+        """Exact transitions over the gaps: ``(phi, shift, q)``, leading axis ``K``."""
+        tr = self.coefficients("exact", t0s, t1s)
+        return tr.phi, tr.shift, tr.chol @ jnp.swapaxes(tr.chol, -1, -2)
 
 
 class OU(SDE):
@@ -395,3 +413,29 @@ class OU(SDE):
             theta, mu, sigma = fields.params
             return ou_moments(theta, mu, sigma, t1 - t0, x0)
         return super().moments(method, fields, coef, t0, t1, x0)
+
+    def discretise(self, fields, t0s, t1s, state_dim):
+        """Exact transitions over the gaps: ``(phi, shift, q)``, leading axis ``K``."""
+        theta, mu, sigma = fields.params
+        eye = jnp.eye(state_dim, dtype=jnp.result_type(theta, float))
+
+        def one(dt):
+            decay = jnp.exp(-theta * dt)
+            shift, sd = ou_moments(
+                theta, mu, sigma, dt, jnp.zeros(state_dim, eye.dtype)
+            )
+            diag = lambda v: (
+                jnp.broadcast_to(v, jnp.shape(v)[:-1] + (state_dim,))[..., :, None]
+                * eye
+            )  # noqa: E731
+            return (
+                diag(
+                    jnp.broadcast_to(
+                        decay, jnp.broadcast_shapes(jnp.shape(decay), (1,))
+                    )
+                ),
+                shift,
+                diag(sd**2),
+            )
+
+        return jax.vmap(one)(jnp.asarray(t1s) - jnp.asarray(t0s))

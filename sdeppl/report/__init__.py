@@ -1,20 +1,21 @@
 """Layer 5: the self-contained HTML uncertainty report.
 
-:func:`write_report` turns a :class:`~sdeppl.Fit` (or a saved ``posterior.nc``) into one
-HTML page with every image embedded as a base64 PNG and no scripts or external resources:
+:func:`write_report` turns a :class:`~sdeppl.Fit` (or a saved ``posterior.nc``) into
+one HTML page with every image embedded as a base64 PNG and no scripts or external
+resources:
 
 1. a verdict banner (the worst diagnostic status),
 2. the model and data: observed variables, their shapes, time spans and missing values,
-3. parameter posteriors: a table (mean, sd, 5/50/95% quantiles, ESS, R-hat), intervals and
-   densities,
+3. parameter posteriors: a table (mean, sd, 5/50/95% quantiles, ESS, R-hat), intervals
+   and densities,
 4. every path: observations with posterior / posterior-predictive 50% and 90% bands and
    forecasts beyond the last time,
 5. trace and rank plots,
 6. the diagnostics table with pass/warn/fail and advice,
 7. run metadata (backend, settings, seed, versions, devices, wall time).
 
-Everything is read from the ``InferenceData``, so ``sdeppl report posterior.nc`` rebuilds
-the same page from a saved run.
+Everything is read from the ``InferenceData``, so ``sdeppl report posterior.nc``
+rebuilds the same page from a saved run.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ from . import _plots
 _STATUS_STYLE = {"pass": "#1d7a3a", "warn": "#b07a00", "fail": "#b3261e"}
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1000px;margin:2em auto;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;\
+max-width:1000px;margin:2em auto;
 padding:0 1em;color:#1b1b1b;line-height:1.45}
-h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+h1{margin-bottom:.2em}\
+h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}th{background:#f4f4f4}
 td.l,th.l{text-align:left}img{max-width:100%;height:auto;display:block;margin:.6em 0}
-.badge{display:inline-block;padding:.15em .6em;border-radius:.3em;color:#fff;font-weight:600}
+.badge{display:inline-block;padding:.15em .6em;border-radius:.3em;color:#fff;\
+font-weight:600}
 .banner{padding:.8em 1em;border-radius:.4em;color:#fff;margin:1em 0}
 code{background:#f4f4f4;padding:0 .2em}
 """
@@ -66,7 +70,10 @@ def _img(png: str | None, alt: str) -> str:
 
 
 def _badge(status: str) -> str:
-    return f'<span class="badge" style="background:{_STATUS_STYLE[status]}">{status}</span>'
+    return (
+        f'<span class="badge" style="background:{_STATUS_STYLE[status]}">'
+        f"{status}</span>"
+    )
 
 
 def _fmt(x) -> str:
@@ -91,7 +98,9 @@ def _data_section(idata) -> str:
             [
                 f"<code>{html.escape(name)}</code>",
                 html.escape(
-                    " × ".join(f"{d}={n}" for d, n in zip(arr.dims, arr.shape))
+                    " × ".join(
+                        f"{d}={n}" for d, n in zip(arr.dims, arr.shape, strict=True)
+                    )
                 ),
                 span,
                 str(int(np.isnan(values).sum())),
@@ -169,25 +178,38 @@ def render_report(fit, *, title: str | None = None) -> str:
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<div class='banner' style='background:{_STATUS_STYLE[overall]}'>Overall verdict: <b>{overall}</b> — "
+        f"<div class='banner' style='background:{_STATUS_STYLE[overall]}'>"
+        f"Overall verdict: <b>{overall}</b> — "
         + {
-            "pass": "every convergence check passed; the posterior summaries below can be trusted.",
-            "warn": "some checks need attention (see Diagnostics) before relying on the numbers.",
-            "fail": "at least one check failed: do not trust these results until it is fixed (see Diagnostics).",
+            "pass": (
+                "every convergence check passed; the posterior summaries below can "
+                "be trusted."
+            ),
+            "warn": (
+                "some checks need attention (see Diagnostics) before relying on the "
+                "numbers."
+            ),
+            "fail": (
+                "at least one check failed: do not trust these results until it is "
+                "fixed (see Diagnostics)."
+            ),
         }[overall]
         + "</div>",
         "<h2>Model and data</h2>",
         f"<p>Model <code>{html.escape(str(meta.get('model', '?')))}</code>, backend "
         f"<code>{html.escape(str(meta.get('backend', '?')))}</code>, "
-        f"{idata.posterior.sizes['chain']} chains × {idata.posterior.sizes['draw']} draws. "
-        f"Parameters: {', '.join(f'<code>{html.escape(v)}</code>' for v in var_names) or '—'}.</p>",
+        f"{idata.posterior.sizes['chain']} chains × "
+        f"{idata.posterior.sizes['draw']} draws. "
+        "Parameters: "
+        f"{', '.join(f'<code>{html.escape(v)}</code>' for v in var_names) or '—'}"
+        ".</p>",
         _data_section(idata),
     ]
     if var_names:
         parts += [
             "<h2>Parameter posteriors</h2>",
-            "<p>Posterior mean, standard deviation and 5/50/95% quantiles; intervals below are 90% "
-            "highest-density intervals (thick: interquartile).</p>",
+            "<p>Posterior mean, standard deviation and 5/50/95% quantiles; intervals "
+            "below are 90% highest-density intervals (thick: interquartile).</p>",
             _parameter_table(idata, var_names),
             _img(_plots.posterior_figure(idata, var_names), "posterior intervals"),
             _img(_plots.density_figure(idata, var_names), "posterior densities"),
@@ -196,10 +218,11 @@ def render_report(fit, *, title: str | None = None) -> str:
     if paths:
         parts.append("<h2>Paths</h2>")
         parts.append(
-            "<p>Dots: observations. Blue bands: 50% and 90% intervals of the posterior (latent "
-            "paths) or of the one-step-ahead posterior predictive (observed paths: each point "
-            "predicted from the previous observation; about 90% of the dots should fall in the "
-            "outer band); orange: forecasts beyond the last time.</p>"
+            "<p>Dots: observations. Blue bands: 50% and 90% intervals of the posterior "
+            "(latent paths) or of the one-step-ahead posterior predictive (observed "
+            "paths: each point predicted from the previous observation; about 90% of "
+            "the dots should fall in the outer band); orange: forecasts beyond the "
+            "last time.</p>"
         )
         for name, time_dim in paths:
             png = _plots.path_figure(idata, name, time_dim)
@@ -255,7 +278,8 @@ def _flatten(meta: dict, prefix: str = "") -> dict:
 
 
 def write_report(fit, path, *, title: str | None = None) -> str:
-    """Write the report to ``path`` atomically (rename into place) and return the path."""
+    """Write the report to ``path`` atomically (rename into place) and return the
+    path."""
     text = render_report(fit, title=title)
 
     def write(tmp):

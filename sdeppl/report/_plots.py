@@ -1,4 +1,5 @@
-"""Figures of the uncertainty report, rendered to base64 PNG (matplotlib, Agg backend)."""
+"""Figures of the uncertainty report, rendered to base64 PNG (matplotlib, Agg
+backend)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def to_png(fig) -> str:
 
 
 def _bands(draws: np.ndarray):
-    """5/25/50/75/95% quantiles over the leading (draw) axis (NaN where nothing is predicted)."""
+    """5/25/50/75/95% quantiles over the leading (draw) axis (NaN where nothing is
+    predicted)."""
     with warnings.catch_warnings():
         warnings.simplefilter(
             "ignore", RuntimeWarning
@@ -43,7 +45,8 @@ def _plot_bands(ax, t, draws, colour, label):
 
 
 def _series(dataarray, time_dim):
-    """Split a variable into 1-D series along ``time_dim``: yields (label, values[..., T])."""
+    """Split a variable into 1-D series along ``time_dim``: yields
+    (label, values[..., T])."""
     other = [d for d in dataarray.dims if d not in ("chain", "draw", time_dim)]
     stacked = (
         dataarray.stack(_series=other) if other else dataarray.expand_dims(_series=[0])
@@ -76,7 +79,7 @@ def path_figure(idata, name: str, time_dim: str, max_series: int = 4) -> str | N
     fig, axes = plt.subplots(
         len(series), 1, figsize=(9, 2.8 * len(series)), squeeze=False
     )
-    for ax, (series_label, values) in zip(axes[:, 0], series):
+    for ax, (series_label, values) in zip(axes[:, 0], series, strict=True):
         t = values[time_dim].values
         if source is not None:
             draws = values.values.reshape(-1, t.size)

@@ -5,8 +5,8 @@ Everything here is a function of arrays and PRNG keys, ``jit``- and ``vmap``-abl
 - steppers for simulation (:mod:`.euler`, :mod:`.milstein`, :mod:`.sra1`) driven by
   :func:`simulate` on arbitrary time grids, with schemes declared in :data:`SCHEMES`;
 - one-step Gaussian transitions for path likelihoods, as ``(mean, scale)`` pairs
-  (:func:`euler_moments`, :func:`local_linear_moments`, :func:`affine_discretisation` for
-  linear SDEs, :func:`ou_moments`), scored by :func:`gaussian_log_prob` and sampled
+  (:func:`euler_moments`, :func:`local_linear_moments`, :func:`affine_discretisation`
+  for linear SDEs, :func:`ou_moments`), scored by :func:`gaussian_log_prob` and sampled
   non-centred by :func:`gaussian_transform`;
 - the modified diffusion bridge (:func:`bridge_moments`) for data augmentation.
 

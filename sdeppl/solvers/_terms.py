@@ -55,7 +55,8 @@ class Diffusion:
         return self.fn(t, x)
 
     def apply(self, g, dw):
-        r"""The noise term $g\,dW$: ``g`` as returned by ``fn``, ``dw`` ``(*batch, m)``."""
+        r"""The noise term $g\,dW$: ``g`` as returned by ``fn``, ``dw``
+        ``(*batch, m)``."""
         if self.noise == "diagonal":
             return g * dw
         return jnp.einsum("...ij,...j->...i", g, dw)

@@ -29,7 +29,8 @@ def euler_moments(drift, diffusion: Diffusion, t0, t1, x0):
 
     Shapes
     ------
-    x0: ``(*batch, d)``; mean: ``(*batch, d)``; scale: ``(*batch, d)`` or ``(*batch, d, m)``.
+    x0: ``(*batch, d)``; mean: ``(*batch, d)``; scale: ``(*batch, d)`` or
+    ``(*batch, d, m)``.
     """
     dt = t1 - t0
     mean = x0 + drift(t0, x0) * dt

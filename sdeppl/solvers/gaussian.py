@@ -1,8 +1,8 @@
 r"""Gaussian one-step transitions $x_1 \mid x_0 \sim N(m, S S^\top)$.
 
-Every likelihood method for SDE paths (Euler–Maruyama, local linearisation, exact linear)
-produces a Gaussian transition given by its mean ``m`` and a scale ``S`` of one of three
-kinds, fixed statically by the method and noise type:
+Every likelihood method for SDE paths (Euler–Maruyama, local linearisation, exact
+linear) produces a Gaussian transition given by its mean ``m`` and a scale ``S`` of one
+of three kinds, fixed statically by the method and noise type:
 
 - ``"diag"``: ``S`` has shape ``(*batch, d)``, covariance $\mathrm{diag}(S^2)$;
 - ``"tril"``: ``S`` is a lower-triangular Cholesky factor ``(*batch, d, d)``;
@@ -10,8 +10,8 @@ kinds, fixed statically by the method and noise type:
   Cholesky factorisation is taken for the density; sampling uses ``S`` directly, so
   $m < d$ is allowed for simulation).
 
-A transition is sampled non-centred, $x_1 = m + S \xi$ with $\xi \sim N(0, I_m)$, which is
-the map that latent-path reparametrisation uses.
+A transition is sampled non-centred, $x_1 = m + S \xi$ with $\xi \sim N(0, I_m)$, which
+is the map that latent-path reparametrisation uses.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def gaussian_log_prob(x1, mean, scale, kind: str):
 def gaussian_transform(mean, scale, kind: str, xi):
     r"""Non-centred draw $m + S\xi$; ``xi`` has shape ``(*batch, k)``.
 
-    ``k = d`` for ``"diag"`` and ``"tril"``, ``k = m`` (columns of ``S``) for ``"factor"``.
+    ``k = d`` for ``"diag"`` and ``"tril"``, ``k = m`` (columns of ``S``) for
+    ``"factor"``.
     """
     if kind == "diag":
         return mean + scale * xi

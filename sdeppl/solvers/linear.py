@@ -34,7 +34,8 @@ from jax.scipy.linalg import expm
 
 
 class AffineTransition(NamedTuple):
-    r"""$x_1 \mid x_0 \sim N(\Phi x_0 + s, Q)$ with ``chol`` the Cholesky factor of ``Q``.
+    r"""$x_1 \mid x_0 \sim N(\Phi x_0 + s, Q)$ with ``chol`` the Cholesky factor of
+    ``Q``.
 
     Shapes: ``phi (*batch, d, d)``, ``shift (*batch, d)``, ``chol (*batch, d, d)``.
     """
@@ -86,13 +87,15 @@ def affine_discretisation(a, b, cov_rate, dt, c=None) -> AffineTransition:
 
 
 def affine_moments(transition: AffineTransition, x0):
-    """Mean and ``"tril"`` scale of an :class:`AffineTransition` from ``x0`` ``(*batch, d)``."""
+    """Mean and ``"tril"`` scale of an :class:`AffineTransition` from ``x0``
+    ``(*batch, d)``."""
     mean = jnp.einsum("...ij,...j->...i", transition.phi, x0) + transition.shift
     return mean, transition.chol
 
 
 def ou_moments(theta, mu, sigma, dt, x0):
-    r"""Closed-form OU transition, elementwise: returns ``(mean, sd)`` (``"diag"`` scale).
+    r"""Closed-form OU transition, elementwise: returns ``(mean, sd)`` (``"diag"``
+    scale).
 
     Stable for small $\theta h$ (uses ``expm1``) and exact at $\theta = 0$ (Brownian
     motion with drift 0). All arguments broadcast.

@@ -8,16 +8,19 @@ $$f(t, x) \approx f_0 + J (x - x_0) + c\,(t - t_0),\qquad
 
 with $f_0 = f(t_0, x_0)$, $J = \partial_x f(t_0, x_0)$ (forward-mode, one ``jvp`` per
 state dimension), $g_l$ the columns of the diffusion frozen at $(t_0, x_0)$. The
-resulting linear SDE is solved exactly (:func:`sdeppl.solvers.linear.affine_discretisation`),
-so the scheme is exact for linear SDEs with state-independent diffusion and accurate
-for smooth nonlinear drifts on coarse grids where Euler–Maruyama is biased.
+resulting linear SDE is solved exactly
+(:func:`sdeppl.solvers.linear.affine_discretisation`), so the scheme is exact for linear
+SDEs with state-independent diffusion and accurate for smooth nonlinear drifts on
+coarse grids where Euler–Maruyama is biased.
 
 References
 ----------
 Ozaki, T. (1992). A bridge between nonlinear time series models and nonlinear
-stochastic dynamical systems: a local linearization approach. *Statistica Sinica* 2, 113–135.
-Shoji, I. and Ozaki, T. (1998). Estimation for nonlinear stochastic differential equations
-by a local linearization method. *Stochastic Analysis and Applications* 16(4), 733–752.
+stochastic dynamical systems: a local linearization approach. *Statistica Sinica* 2,
+113–135.
+Shoji, I. and Ozaki, T. (1998). Estimation for nonlinear stochastic differential
+equations by a local linearization method. *Stochastic Analysis and Applications*
+16(4), 733–752.
 """
 
 from __future__ import annotations
@@ -30,16 +33,25 @@ from .linear import affine_discretisation, affine_moments
 
 
 def _basis(x):
-    """Unit vectors ``(d, *x.shape)`` along the last axis of ``x``, broadcast over batch."""
+    """Unit vectors ``(d, *x.shape)`` along the last axis of ``x``, broadcast over
+    batch."""
     d = x.shape[-1]
     eye = jnp.eye(d, dtype=x.dtype).reshape((d,) + (1,) * (x.ndim - 1) + (d,))
     return jnp.broadcast_to(eye, (d,) + x.shape)
 
 
+def batched_jacobian(fn, x):
+    """Jacobian of ``fn`` at ``x`` ``(*batch, d)``, shape ``(*batch, k, d)``.
+
+    One forward-mode product per input dimension; ``fn`` must act independently on the
+    leading batch dims (as drift, diffusion and observation closures do).
+    """
+    return jax.vmap(lambda v: jax.jvp(fn, (x,), (v,))[1], out_axes=-1)(_basis(x))
+
+
 def drift_jacobian(drift, t, x):
     r"""$\partial_x f(t, x)$, shape ``(*batch, d, d)`` (rows: outputs, columns: inputs)."""
-    fx = lambda y: jnp.broadcast_to(drift(t, y), x.shape)  # noqa: E731
-    return jax.vmap(lambda v: jax.jvp(fx, (x,), (v,))[1], out_axes=-1)(_basis(x))
+    return batched_jacobian(lambda y: jnp.broadcast_to(drift(t, y), x.shape), x)
 
 
 def local_linear_moments(drift, diffusion: Diffusion, t0, t1, x0):
@@ -47,7 +59,8 @@ def local_linear_moments(drift, diffusion: Diffusion, t0, t1, x0):
 
     Shapes
     ------
-    x0: ``(*batch, d)``; returns mean ``(*batch, d)`` and Cholesky factor ``(*batch, d, d)``.
+    x0: ``(*batch, d)``; returns mean ``(*batch, d)`` and Cholesky factor
+    ``(*batch, d, d)``.
     """
     dt = t1 - t0
     f_x = lambda y: jnp.broadcast_to(drift(t0, y), x0.shape)  # noqa: E731

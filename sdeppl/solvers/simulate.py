@@ -87,7 +87,8 @@ def get_scheme(scheme: str | Scheme, diffusion: Diffusion) -> Scheme:
     if isinstance(scheme, str):
         if scheme not in SCHEMES:
             raise ValueError(
-                f"simulate: unknown scheme {scheme!r}; expected one of {tuple(SCHEMES)}."
+                f"simulate: unknown scheme {scheme!r}; "
+                f"expected one of {tuple(SCHEMES)}."
             )
         scheme = SCHEMES[scheme]
     if diffusion.noise not in scheme.noise_types:
@@ -98,8 +99,8 @@ def get_scheme(scheme: str | Scheme, diffusion: Diffusion) -> Scheme:
     if scheme.needs_additive and not diffusion.additive:
         raise ValueError(
             f"simulate: scheme {scheme.name!r} needs additive noise (a diffusion that "
-            "does not depend on the state); declare SDE(..., additive=True) if that holds, "
-            "or use scheme='euler' or 'milstein'."
+            "does not depend on the state); declare SDE(..., additive=True) if that "
+            "holds, or use scheme='euler' or 'milstein'."
         )
     return scheme
 

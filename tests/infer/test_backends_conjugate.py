@@ -13,7 +13,7 @@ Y = jax.random.normal(jax.random.key(0), (20,)) + 1.5
 
 def normal_normal(y):
     m = numpyro.sample("m", dist.Normal(0.0, 1.0))
-    s = numpyro.sample("s", dist.Normal(0.0, 1.0))
+    numpyro.sample("s", dist.Normal(0.0, 1.0))  # untouched by the data
     numpyro.sample("y", dist.Normal(m, 1.0), obs=y)
 
 

@@ -1,0 +1,453 @@
+r"""SDEs observed with noise: :class:`StateSpace`, with Kalman, extended and unscented filters.
+
+The latent path is integrated out: ``StateSpace(...).log_prob(y)`` is the marginal
+likelihood $\log p(y_{0:T-1} \mid \theta)$, smooth in the parameters, for NUTS or SVI.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from numpyro.distributions import Distribution, constraints
+
+from ..solvers.kalman import (
+    backward_sample,
+    extended_observe,
+    extended_predict,
+    gaussian_filter,
+    linear_observe,
+    linear_predict,
+    rts_smoother,
+    unscented_observe,
+    unscented_predict,
+)
+from ._checks import check_times, is_concrete
+from ._constraints import real_or_missing
+from .path import Path
+from .sde import SDE
+
+METHODS = ("kalman", "ekf", "ukf")
+
+
+class LinearGaussian:
+    r"""Linear-Gaussian observations $y_k = H x_{t_k} + \varepsilon_k$, $\varepsilon_k \sim N(0, R)$.
+
+    Parameters
+    ----------
+    H
+        ``(k, d)`` observation matrix, or ``(d,)`` (or a scalar for a scalar state) for one
+        observed value per time (then observations have shape ``(T,)``). Leading batch
+        dims allowed.
+    R
+        ``(k, k)`` noise covariance, or a scalar variance (times the identity).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, sdeppl as sp
+    >>> first_coordinate = sp.LinearGaussian(H=jnp.array([1.0, 0.0]), R=0.1**2)
+    """
+
+    def __init__(self, H, R):
+        self.H = jnp.asarray(H)
+        self.R = jnp.asarray(R)
+
+    def tree_flatten(self):
+        return (self.H, self.R), ()
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+
+class GaussianObservation:
+    r"""Nonlinear Gaussian observations $y_k = h(x_{t_k}) + \varepsilon_k$, $\varepsilon_k \sim N(0, R)$.
+
+    Parameters
+    ----------
+    h
+        ``h(x)``: state ``(*batch, d)`` (``(*batch,)`` for a scalar state) to
+        ``(*batch, k)``, or ``(*batch,)`` for one observed value per time.
+    R
+        ``(k, k)`` noise covariance or a scalar variance.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, sdeppl as sp
+    >>> log_observed = sp.GaussianObservation(h=lambda x: jnp.log1p(x**2), R=0.05)
+    """
+
+    def __init__(self, h, R):
+        if not callable(h):
+            raise TypeError(
+                f"GaussianObservation: h must be a callable h(x); got {type(h).__name__}."
+            )
+        self.h = h
+        self.R = jnp.asarray(R)
+
+    def tree_flatten(self):
+        return (self.R,), (self.h,)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(aux[0], *children)
+
+
+for _cls in (LinearGaussian, GaussianObservation):
+    jax.tree_util.register_pytree_node(_cls, _cls.tree_flatten, _cls.tree_unflatten)
+
+
+def _gaussian_moments(x0, d: int, dtype):
+    """Mean ``(*batch, d)`` and covariance ``(*batch, d, d)`` of a Gaussian (or fixed) x0."""
+    if not isinstance(x0, Distribution):
+        mean = jnp.reshape(
+            jnp.asarray(x0, dtype),
+            jnp.shape(x0)[: jnp.ndim(x0) - (1 if jnp.ndim(x0) else 0)] + (d,),
+        )
+        return mean, jnp.zeros(mean.shape + (d,), dtype)
+    base = x0
+    while isinstance(base, dist.Independent):
+        base = base.base_dist
+    if isinstance(base, dist.MultivariateNormal):
+        return base.loc, base.covariance_matrix
+    if isinstance(base, dist.Normal):
+        loc = jnp.broadcast_to(base.loc, x0.batch_shape + x0.event_shape)
+        scale = jnp.broadcast_to(base.scale, loc.shape)
+        if not x0.event_shape:
+            loc, scale = loc[..., None], scale[..., None]
+        return loc, scale[..., :, None] ** 2 * jnp.eye(d, dtype=dtype)
+    raise TypeError(
+        "StateSpace: x0 must be Gaussian for a Gaussian filter (dist.Normal, "
+        f"dist.MultivariateNormal or a fixed array); got {type(x0).__name__}."
+    )
+
+
+class StateSpace(Distribution):
+    r"""Observations of a latent SDE, with the latent path integrated out by a filter.
+
+    Model: $dX_t = f(t, X_t)\,dt + g(t, X_t)\,dW_t$, $X_{t_0} \sim N(m_0, P_0)$ (from
+    ``x0``), observed as $y_k = h(X_{t_k}) + \varepsilon_k$, $\varepsilon_k \sim N(0, R)$.
+    ``log_prob(y)`` is the marginal likelihood computed by a Gaussian filter
+    (:mod:`sdeppl.solvers.kalman`):
+
+    - ``method="kalman"``: exact for linear SDEs (:class:`~sdeppl.LinearSDE`,
+      :class:`~sdeppl.OU`) with :class:`LinearGaussian` observations; exact
+      matrix-exponential transitions over every gap (computed once on a regular grid),
+      Joseph-form updates;
+    - ``method="ekf"``: extended filter, moment equations linearised around the mean and
+      integrated by RK4 with ``substeps`` steps per gap;
+    - ``method="ukf"``: unscented (cubature) filter, sigma-point moment equations, RK4.
+
+    Parameters
+    ----------
+    sde: the latent SDE.
+    ts: ``(T,)`` strictly increasing observation times (irregular allowed).
+    x0: Gaussian initial law (``dist.Normal``, ``dist.MultivariateNormal``) or a fixed state.
+    obs: :class:`LinearGaussian` or :class:`GaussianObservation`.
+    method: ``"kalman"``, ``"ekf"`` or ``"ukf"``.
+    substeps: RK4 steps per gap for ``"ekf"``/``"ukf"`` (default 10); also the Euler
+        substeps used to simulate a nonlinear SDE in :meth:`sample`.
+
+    Missing values
+    --------------
+    NaN marks a missing observation: a whole time point or some coordinates, any pattern,
+    with every method; missing values contribute nothing to the likelihood.
+
+    Shapes
+    ------
+    ``value``: ``(*sample, *batch, T, k)``, or ``(*sample, *batch, T)`` for one observed
+    value per time; ``log_prob``: ``(*sample, *batch)``; latent states ``(..., T, d)``.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numpyro.distributions as dist, sdeppl as sp
+    >>> model = sp.StateSpace(sp.OU(0.5, 1.0, 0.3), jnp.arange(5.0), x0=dist.Normal(0.0, 1.0),
+    ...                       obs=sp.LinearGaussian(H=1.0, R=0.05**2), method="kalman")
+    >>> y = model.sample(jax.random.key(0))
+    >>> y.shape, model.log_prob(y).shape
+    ((5,), ())
+
+    References
+    ----------
+    Särkkä, S. and Svensson, L. (2023). *Bayesian Filtering and Smoothing*, 2nd ed.
+    """
+
+    arg_constraints = {}
+    pytree_data_fields = ("sde", "ts", "x0", "obs")
+    pytree_aux_fields = (
+        "method",
+        "substeps",
+        "_state_shape",
+        "_obs_dim",
+        "_scalar_obs",
+    )
+
+    def __init__(
+        self,
+        sde: SDE,
+        ts,
+        x0,
+        obs,
+        method: str = "kalman",
+        *,
+        substeps: int = 10,
+        validate_args=None,
+    ):
+        if not isinstance(sde, SDE):
+            raise TypeError(
+                f"StateSpace: sde must be an sdeppl SDE; got {type(sde).__name__}."
+            )
+        if not isinstance(obs, LinearGaussian | GaussianObservation):
+            raise TypeError(
+                "StateSpace: obs must be sp.LinearGaussian(H, R) or sp.GaussianObservation(h, R); got "
+                f"{type(obs).__name__}. Non-Gaussian observation models need a particle filter "
+                "(method='particle', sequential Monte Carlo), which sdeppl does not have yet."
+            )
+        if method not in METHODS:
+            raise ValueError(
+                f"StateSpace: unknown method {method!r}; expected one of {METHODS}."
+            )
+        if method == "kalman" and not (
+            "exact" in sde.methods and isinstance(obs, LinearGaussian)
+        ):
+            raise ValueError(
+                "StateSpace: method='kalman' needs a linear SDE (sp.LinearSDE or sp.OU) and "
+                f"sp.LinearGaussian observations; got {type(sde).__name__} with "
+                f"{type(obs).__name__}. Use method='ekf' or 'ukf'."
+            )
+        if (
+            isinstance(substeps, bool)
+            or not isinstance(substeps, int | np.integer)
+            or substeps < 1
+        ):
+            raise ValueError(
+                f"StateSpace: substeps must be an int >= 1; got {substeps!r}."
+            )
+        ts = check_times(ts, "StateSpace")
+        if isinstance(x0, Distribution):
+            if len(x0.event_shape) > 1:
+                raise ValueError(
+                    f"StateSpace: x0 must have event shape () or (d,); got {x0.event_shape}."
+                )
+            state_shape, init_batch = tuple(x0.event_shape), tuple(x0.batch_shape)
+        else:
+            x0 = (
+                np.asarray(x0, dtype=ts.dtype)
+                if not isinstance(x0, jax.core.Tracer)
+                else x0
+            )
+            if jnp.ndim(x0) > 1:
+                raise ValueError(
+                    f"StateSpace: a fixed x0 must have shape () or (d,); got {jnp.shape(x0)}."
+                )
+            state_shape, init_batch = tuple(jnp.shape(x0)), ()
+        self.sde, self.ts, self.x0, self.obs = sde, ts, x0, obs
+        self.method, self.substeps = method, int(substeps)
+        self._state_shape = state_shape
+        # the latent path's shapes and checks (drift/diffusion shapes, batch) come from Path
+        path = self.latent_path()
+        obs_dim, scalar_obs, obs_batch = self._check_obs(path.batch_shape)
+        self._obs_dim, self._scalar_obs = obs_dim, scalar_obs
+        batch = jnp.broadcast_shapes(path.batch_shape, init_batch, obs_batch)
+        event = (ts.shape[0],) if scalar_obs else (ts.shape[0], obs_dim)
+        super().__init__(
+            batch_shape=tuple(batch), event_shape=event, validate_args=validate_args
+        )
+
+    # -- structure -----------------------------------------------------------------------
+    @property
+    def state_dim(self) -> int:
+        return self._state_shape[0] if self._state_shape else 1
+
+    @property
+    def scalar_state(self) -> bool:
+        return self._state_shape == ()
+
+    @constraints.dependent_property(is_discrete=False)
+    def support(self):
+        return constraints.independent(real_or_missing, self.event_dim)
+
+    def latent_path(self) -> Path:
+        """The latent process as a :class:`~sdeppl.Path` (exact if linear, else Euler)."""
+        linear = "exact" in self.sde.methods
+        return Path(
+            self.sde,
+            self.ts,
+            self.x0,
+            method="exact" if linear else "euler",
+            substeps=0 if linear else self.substeps - 1,
+        )
+
+    def _check_obs(self, path_batch):
+        """Observation dimension, scalar-observation flag and batch shape; checks shapes and R."""
+        d = self.state_dim
+        obs = self.obs
+        if isinstance(obs, LinearGaussian):
+            H = obs.H
+            if (H.ndim == 0 and d == 1) or (H.ndim == 1 and H.shape[0] == d):
+                k, scalar, h_batch = 1, True, ()
+            elif H.ndim >= 2 and H.shape[-1] == d:
+                k, scalar, h_batch = H.shape[-2], False, H.shape[:-2]
+            else:
+                raise ValueError(
+                    f"StateSpace: the observation matrix H must have shape (k, {d}) (or ({d},) for one "
+                    f"observed value per time) for a {d}-dimensional state; got {H.shape}."
+                )
+        else:
+            probe = jax.ShapeDtypeStruct(
+                tuple(path_batch) + self._state_shape, self.ts.dtype
+            )
+            try:
+                out = jax.eval_shape(obs.h, probe).shape
+            except Exception as e:
+                raise ValueError(
+                    f"StateSpace: calling h(x) with x of shape {probe.shape} failed: {e}"
+                ) from e
+            if len(out) == len(path_batch):
+                k, scalar, h_batch = 1, True, out
+            else:
+                k, scalar, h_batch = out[-1], False, out[:-1]
+        R = obs.R
+        if R.ndim >= 2 and R.shape[-2:] != (k, k):
+            raise ValueError(
+                f"StateSpace: the noise covariance R must have shape ({k}, {k}) or be a scalar; got {R.shape}."
+            )
+        if is_concrete(R):
+            Rm = np.asarray(R, dtype=float)
+            Rm = Rm * np.eye(k) if Rm.ndim < 2 else Rm
+            sym = np.allclose(Rm, np.swapaxes(Rm, -1, -2))
+            if not sym or np.any(
+                np.linalg.eigvalsh(0.5 * (Rm + np.swapaxes(Rm, -1, -2))) <= 0
+            ):
+                raise ValueError(
+                    "StateSpace: the observation noise covariance R must be symmetric positive definite; "
+                    f"got eigenvalues {np.linalg.eigvalsh(0.5 * (Rm + np.swapaxes(Rm, -1, -2))).round(6).tolist()}."
+                )
+        return k, scalar, tuple(h_batch)
+
+    # -- internal pieces -----------------------------------------------------------------
+    def _fields(self):
+        return self.sde.fields(self.scalar_state)
+
+    def _observation_function(self, dtype):
+        """``h`` on internal ``(*batch, d)`` states returning ``(*batch, k)``."""
+        if isinstance(self.obs, LinearGaussian):
+            H = self._obs_matrix(dtype)
+            return lambda x: jnp.einsum("...ij,...j->...i", H, x)
+        h = self.obs.h
+        state_fn = (lambda x: h(x[..., 0])) if self.scalar_state else h
+        return (lambda x: state_fn(x)[..., None]) if self._scalar_obs else state_fn
+
+    def _observation_mean(self, x):
+        return self._observation_function(x.dtype)(x)
+
+    def _obs_matrix(self, dtype):
+        """``H`` as ``(*batch, k, d)``."""
+        H = jnp.asarray(self.obs.H, dtype)
+        if H.ndim == 0:
+            return jnp.reshape(H, (1, 1))
+        return H[None, :] if H.ndim == 1 else H
+
+    def _obs_parts(self, dtype):
+        """``(observe, R)`` on internal ``(*batch, d)`` states and ``(*batch, k)`` observations."""
+        k = self._obs_dim
+        R = self.obs.R.astype(dtype)
+        R = R * jnp.eye(k, dtype=dtype) if R.ndim < 2 else R
+        if isinstance(self.obs, LinearGaussian):
+            return linear_observe(self._obs_matrix(dtype)), R
+        fn = self._observation_function(dtype)
+        if self.method == "ukf":
+            return unscented_observe(fn), R
+        return extended_observe(fn), R
+
+    def _predict(self, dtype):
+        fields = self._fields()
+        if self.method == "kalman":
+            phi, shift, q = self.sde.discretise(
+                fields, self.ts[:-1], self.ts[1:], self.state_dim
+            )
+            return linear_predict(phi, shift, q)
+        if self.method == "ekf":
+            return extended_predict(fields.drift, fields.diffusion, self.substeps)
+        return unscented_predict(fields.drift, fields.diffusion, self.substeps)
+
+    def _filter(self, value):
+        """Run the filter on ``value`` ``(*lead, T[, k])``; results have lead dims flattened."""
+        y = jnp.asarray(value, dtype=self.ts.dtype)
+        y = y[..., None] if self._scalar_obs else y
+        lead = jnp.broadcast_shapes(y.shape[:-2], self.batch_shape)
+        y = jnp.broadcast_to(y, lead + y.shape[-2:])
+        nb = len(self.batch_shape)
+        extra = lead[: len(lead) - nb]
+        flat = y.reshape((-1,) + y.shape[len(extra) :])
+        m0, p0 = _gaussian_moments(self.x0, self.state_dim, y.dtype)
+        m0 = jnp.broadcast_to(m0, self.batch_shape + (self.state_dim,))
+        p0 = jnp.broadcast_to(p0, self.batch_shape + (self.state_dim,) * 2)
+        observe, R = self._obs_parts(y.dtype)
+        predict = self._predict(y.dtype)
+        ts = jnp.asarray(self.ts)
+
+        def one(y1):  # (*batch, T, k) -> FilterResult with time first
+            yt = jnp.moveaxis(y1, -2, 0)
+            mask = ~jnp.isnan(yt)
+            return gaussian_filter(
+                ts, jnp.where(mask, yt, 0.0), mask, m0, p0, predict, observe, R
+            )
+
+        return jax.vmap(one)(flat), extra
+
+    # -- distribution API ----------------------------------------------------------------
+    def log_prob(self, value):
+        result, extra = self._filter(value)
+        lp = result.log_likelihood.reshape(extra + self.batch_shape)
+        return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
+
+    def sample(self, key, sample_shape=()):
+        key_x, key_eps = jax.random.split(key)
+        path = self.latent_path()
+        if (
+            path.batch_shape != self.batch_shape
+        ):  # independent latent paths per batch element
+            path = path.expand(self.batch_shape)
+        xs = path.sample(key_x, tuple(sample_shape))
+        x = xs[..., None] if self.scalar_state else xs
+        y_hat = self._observation_mean(x)
+        _, R = self._obs_parts(x.dtype)
+        chol = jnp.linalg.cholesky(R)
+        eps = jnp.einsum(
+            "...ij,...j->...i",
+            chol,
+            jax.random.normal(key_eps, y_hat.shape, y_hat.dtype),
+        )
+        y = y_hat + eps
+        return y[..., 0] if self._scalar_obs else y
+
+    # -- smoothing and latent draws ------------------------------------------------------
+    def filter(self, value):
+        """Filtered means ``(..., T, d)`` and covariances ``(..., T, d, d)``."""
+        result, extra = self._filter(value)
+        return self._unflatten(result.filtered_mean, extra), self._unflatten(
+            result.filtered_cov, extra
+        )
+
+    def smooth(self, value):
+        """Smoothed means ``(..., T, d)`` and covariances ``(..., T, d, d)`` (RTS smoother)."""
+        result, extra = self._filter(value)
+        means, covs = jax.vmap(rts_smoother)(result)
+        return self._unflatten(means, extra), self._unflatten(covs, extra)
+
+    def sample_latent(self, key, value):
+        """One draw of the latent path given the observations (forward filtering,
+        backward sampling), shape ``(..., T, *state)``."""
+        result, extra = self._filter(value)
+        keys = jax.random.split(key, result.log_likelihood.shape[0])
+        xs = jax.vmap(backward_sample)(keys, result)
+        xs = self._unflatten(xs, extra)
+        return xs[..., 0] if self.scalar_state else xs
+
+    def _unflatten(self, a, extra):
+        """``(N, T, *batch, ...)`` -> ``(*extra, *batch, T, ...)``."""
+        nb = len(self.batch_shape)
+        a = jnp.moveaxis(a, 1, 1 + nb)  # time after batch
+        return a.reshape(extra + a.shape[1:])

@@ -1,0 +1,361 @@
+r"""Continuous–discrete Gaussian filters and smoothers: Kalman, extended, unscented.
+
+State-space model: a latent SDE $dX_t = f(t, X_t)\,dt + g(t, X_t)\,dW_t$ observed at
+times $t_0 < \dots < t_{T-1}$ through $y_k = h(X_{t_k}) + \varepsilon_k$,
+$\varepsilon_k \sim N(0, R)$, with $X_{t_0} \sim N(m_0, P_0)$. A Gaussian filter carries
+$N(m_k, P_k)$; between observations it *predicts* (moves the moments to the next time) and
+at each observation it *updates* (conditions on $y_k$), accumulating the marginal
+log-likelihood $\log p(y_{0:T-1}) = \sum_k \log N(y_k;\ \hat y_k, S_k)$.
+
+Prediction:
+
+- exact (linear SDEs): $m' = \Phi m + s$, $P' = \Phi P \Phi^\top + Q$ from the
+  matrix-exponential discretisation (:func:`sdeppl.solvers.affine_discretisation`);
+- extended: the moment equations $\dot m = f(t, m)$,
+  $\dot P = J P + P J^\top + g g^\top(t, m)$, $J = \partial_x f(t, m)$, integrated by
+  classical Runge–Kutta (RK4) with ``num_substeps`` equal steps per gap;
+- unscented (cubature, $2d$ points $m \pm \sqrt d\,\mathrm{chol}(P)_i$, equal weights):
+  $\dot m = \bar f$, $\dot P = C_{fx} + C_{fx}^\top + \overline{g g^\top}$ with sigma-point
+  averages (Särkkä 2007), also by RK4.
+
+Alongside, a transition matrix $\Phi$ of the (statistically) linearised dynamics
+($\dot\Phi = A\Phi$, $A = J$ or $C_{fx} P^{-1}$) is carried for the smoother.
+
+Update (linear $H$, linearised $H = \partial h(m)$, or sigma points): innovation
+covariance $S = H P H^\top + R$, gain $K = P H^\top S^{-1}$; the covariance update uses the
+Joseph form $(I - KH) P (I - KH)^\top + K R K^\top$ when an $H$ exists (stable and
+symmetric positive semi-definite), and $P - K S K^\top$ (symmetrised) otherwise.
+
+Missing values: ``mask`` marks observed components. A missing component gets a zero row
+in $H$ and unit variance independent of the rest in $S$, with a zero residual, which
+leaves the update untouched; its constant $-\tfrac12\log 2\pi$ is removed from the
+likelihood. Any pattern (a whole time point or some coordinates) is allowed.
+
+All functions work on batched states ``(*batch, d)`` and covariances ``(*batch, d, d)``.
+
+References
+----------
+Särkkä, S. (2007). On unscented Kalman filtering for state estimation of continuous-time
+nonlinear systems. *IEEE Trans. Automatic Control* 52(9), 1631–1641.
+Särkkä, S. and Svensson, L. (2023). *Bayesian Filtering and Smoothing*, 2nd ed., CUP.
+Bucy, R. S. and Joseph, P. D. (1968). *Filtering for Stochastic Processes with
+Applications to Guidance* (the Joseph form).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import cho_solve, solve_triangular
+
+from ._terms import Diffusion
+from .local_linear import batched_jacobian, drift_jacobian
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _t(a):
+    return jnp.swapaxes(a, -1, -2)
+
+
+def _mv(a, x):
+    return jnp.einsum("...ij,...j->...i", a, x)
+
+
+def _sym(p):
+    return 0.5 * (p + _t(p))
+
+
+class FilterResult(NamedTuple):
+    """Output of :func:`gaussian_filter`; time is the leading axis.
+
+    ``log_likelihood`` ``(*batch,)``; ``log_likelihood_terms`` ``(T, *batch)``;
+    ``filtered_mean`` ``(T, *batch, d)``, ``filtered_cov`` ``(T, *batch, d, d)``;
+    ``predicted_mean``/``predicted_cov`` the moments before each update (index 0: the
+    prior); ``transition`` ``(T - 1, *batch, d, d)`` the linearised transition matrices.
+    """
+
+    log_likelihood: jax.Array
+    log_likelihood_terms: jax.Array
+    filtered_mean: jax.Array
+    filtered_cov: jax.Array
+    predicted_mean: jax.Array
+    predicted_cov: jax.Array
+    transition: jax.Array
+
+
+# --------------------------------------------------------------------------- predict
+def linear_predict(phi, shift, q):
+    """Exact prediction step of a linear SDE: returns ``predict(t0, t1, m, P, k)``.
+
+    ``phi``, ``shift``, ``q`` have a leading axis over the ``T - 1`` gaps.
+    """
+
+    def predict(t0, t1, mean, cov, k):
+        p = phi[k]
+        return _mv(p, mean) + shift[k], _sym(p @ cov @ _t(p) + q[k]), p
+
+    return predict
+
+
+def _rk4(rhs, state, t0, t1, num_substeps):
+    h = (t1 - t0) / num_substeps
+
+    def step(state, i):
+        t = t0 + i * h
+        k1 = rhs(t, state)
+        k2 = rhs(
+            t + h / 2, jax.tree_util.tree_map(lambda s, k: s + h / 2 * k, state, k1)
+        )
+        k3 = rhs(
+            t + h / 2, jax.tree_util.tree_map(lambda s, k: s + h / 2 * k, state, k2)
+        )
+        k4 = rhs(t + h, jax.tree_util.tree_map(lambda s, k: s + h * k, state, k3))
+        new = jax.tree_util.tree_map(
+            lambda s, a, b, c, d: s + h / 6 * (a + 2 * b + 2 * c + d),
+            state,
+            k1,
+            k2,
+            k3,
+            k4,
+        )
+        return new, None
+
+    state, _ = jax.lax.scan(step, state, jnp.arange(num_substeps))
+    return state
+
+
+def _diffusion_cov(diffusion: Diffusion, t, x):
+    g = diffusion(t, x)
+    if diffusion.noise == "diagonal":
+        g = jnp.broadcast_to(g, x.shape)
+    return diffusion.covariance(g)
+
+
+def extended_predict(drift, diffusion: Diffusion, num_substeps: int):
+    """Extended (linearised) moment equations integrated by RK4; see the module docstring."""
+
+    def rhs(t, state):
+        m, p, phi = state
+        jac = drift_jacobian(drift, t, m)
+        f = jnp.broadcast_to(drift(t, m), m.shape)
+        dp = jac @ p + p @ _t(jac) + _diffusion_cov(diffusion, t, m)
+        return f, dp, jac @ phi
+
+    def predict(t0, t1, mean, cov, k):
+        eye = jnp.broadcast_to(jnp.eye(mean.shape[-1], dtype=mean.dtype), cov.shape)
+        m, p, phi = _rk4(rhs, (mean, cov, eye), t0, t1, num_substeps)
+        return m, _sym(p), phi
+
+    return predict
+
+
+def sigma_points(mean, cov):
+    r"""Cubature points $m \pm \sqrt d\,L e_i$, shape ``(2d, *batch, d)``, equal weights."""
+    d = mean.shape[-1]
+    chol = jnp.linalg.cholesky(_sym(cov) + 1e-12 * jnp.eye(d, dtype=cov.dtype))
+    cols = jnp.moveaxis(chol, -1, 0) * math.sqrt(d)  # (d, *batch, d)
+    return jnp.concatenate([mean + cols, mean - cols], axis=0)
+
+
+def unscented_predict(drift, diffusion: Diffusion, num_substeps: int):
+    """Sigma-point moment equations integrated by RK4; see the module docstring."""
+
+    def rhs(t, state):
+        m, p, phi = state
+        pts = sigma_points(m, p)
+        fs = jax.vmap(lambda x: jnp.broadcast_to(drift(t, x), x.shape))(pts)
+        f_mean = fs.mean(axis=0)
+        c_fx = jnp.einsum("n...i,n...j->...ij", fs - f_mean, pts - m) / pts.shape[0]
+        noise = jax.vmap(lambda x: _diffusion_cov(diffusion, t, x))(pts).mean(axis=0)
+        a = _t(
+            jnp.linalg.solve(
+                _sym(p) + 1e-12 * jnp.eye(m.shape[-1], dtype=m.dtype), _t(c_fx)
+            )
+        )
+        return f_mean, c_fx + _t(c_fx) + noise, a @ phi
+
+    def predict(t0, t1, mean, cov, k):
+        eye = jnp.broadcast_to(jnp.eye(mean.shape[-1], dtype=mean.dtype), cov.shape)
+        m, p, phi = _rk4(rhs, (mean, cov, eye), t0, t1, num_substeps)
+        return m, _sym(p), phi
+
+    return predict
+
+
+# --------------------------------------------------------------------------- observe
+def linear_observe(h_matrix):
+    """``observe(m, P) -> (y_hat, H P H^T, P H^T, H)`` for a linear observation ``H``."""
+
+    def observe(mean, cov):
+        return (
+            _mv(h_matrix, mean),
+            h_matrix @ cov @ _t(h_matrix),
+            cov @ _t(h_matrix),
+            h_matrix,
+        )
+
+    return observe
+
+
+def extended_observe(h: Callable):
+    """Linearised observation of ``h(x) -> (*batch, k)`` at the predicted mean."""
+
+    def observe(mean, cov):
+        y_hat = h(mean)
+        h_matrix = batched_jacobian(h, mean)
+        return y_hat, h_matrix @ cov @ _t(h_matrix), cov @ _t(h_matrix), h_matrix
+
+    return observe
+
+
+def unscented_observe(h: Callable):
+    """Sigma-point observation of ``h(x) -> (*batch, k)``."""
+
+    def observe(mean, cov):
+        pts = sigma_points(mean, cov)
+        ys = jax.vmap(h)(pts)
+        y_hat = ys.mean(axis=0)
+        s0 = jnp.einsum("n...i,n...j->...ij", ys - y_hat, ys - y_hat) / pts.shape[0]
+        cross = jnp.einsum("n...i,n...j->...ij", pts - mean, ys - y_hat) / pts.shape[0]
+        return y_hat, s0, cross, None
+
+    return observe
+
+
+# --------------------------------------------------------------------------- update
+def gaussian_update(mean, cov, y, mask, observe, obs_cov):
+    """Condition ``N(mean, cov)`` on ``y`` (``mask``: observed components).
+
+    Returns ``(mean, cov, log_likelihood_term)``; shapes ``(*batch, d)``,
+    ``(*batch, d, d)``, ``(*batch,)``.
+    """
+    y_hat, s0, cross, h_matrix = observe(mean, cov)
+    maskf = mask.astype(mean.dtype)
+    outer = maskf[..., :, None] * maskf[..., None, :]
+    k = y.shape[-1]
+    eye_k = jnp.eye(k, dtype=mean.dtype)
+    r_eff = obs_cov * outer + eye_k * (1.0 - maskf)[..., None, :]
+    s = _sym(s0 * outer + r_eff)
+    cross = cross * maskf[..., None, :]
+    resid = jnp.where(mask, y - y_hat, 0.0)
+    chol = jnp.linalg.cholesky(s)
+    z = solve_triangular(chol, resid[..., None], lower=True)[..., 0]
+    log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    num_missing = jnp.sum(1.0 - maskf, axis=-1)
+    loglik = (
+        -0.5 * jnp.sum(z * z, axis=-1) - log_det - 0.5 * (k - num_missing) * _LOG_2PI
+    )
+    gain = _t(cho_solve((chol, True), _t(cross)))  # (*batch, d, k)
+    new_mean = mean + _mv(gain, resid)
+    if h_matrix is not None:
+        a = jnp.eye(mean.shape[-1], dtype=mean.dtype) - gain @ (
+            h_matrix * maskf[..., :, None]
+        )
+        new_cov = a @ cov @ _t(a) + gain @ r_eff @ _t(gain)
+    else:
+        new_cov = cov - gain @ s @ _t(gain)
+    ok = jnp.all(jnp.isfinite(chol), axis=(-2, -1))
+    return new_mean, _sym(new_cov), jnp.where(ok, loglik, -jnp.inf)
+
+
+# --------------------------------------------------------------------------- filter
+def gaussian_filter(ts, ys, mask, m0, p0, predict, observe, obs_cov) -> FilterResult:
+    """Run a Gaussian filter over observations at ``ts``.
+
+    Shapes
+    ------
+    ts: ``(T,)``; ys, mask: ``(T, *batch, k)`` (NaN-free ``ys``; ``mask`` True where
+    observed); m0: ``(*batch, d)``; p0: ``(*batch, d, d)``; obs_cov ``(*batch, k, k)``.
+    ``predict(t0, t1, m, P, k) -> (m, P, Phi)`` and ``observe(m, P)`` as built by the
+    ``*_predict`` / ``*_observe`` functions of this module.
+    """
+    m, p, ll0 = gaussian_update(m0, p0, ys[0], mask[0], observe, obs_cov)
+
+    def step(carry, args):
+        m, p = carry
+        k, t0, t1, y, msk = args
+        m_pred, p_pred, phi = predict(t0, t1, m, p, k)
+        m_new, p_new, ll = gaussian_update(m_pred, p_pred, y, msk, observe, obs_cov)
+        return (m_new, p_new), (m_new, p_new, m_pred, p_pred, phi, ll)
+
+    num = ts.shape[0] - 1
+    _, (ms, ps, mps, pps, phis, lls) = jax.lax.scan(
+        step, (m, p), (jnp.arange(num), ts[:-1], ts[1:], ys[1:], mask[1:])
+    )
+    cat = lambda first, rest: jnp.concatenate([first[None], rest], axis=0)  # noqa: E731
+    terms = cat(ll0, lls)
+    return FilterResult(
+        terms.sum(axis=0),
+        terms,
+        cat(m, ms),
+        cat(p, ps),
+        cat(m0, mps),
+        cat(p0, pps),
+        phis,
+    )
+
+
+def rts_smoother(result: FilterResult):
+    r"""Rauch–Tung–Striebel smoother: ``(means (T, *batch, d), covs (T, *batch, d, d))``.
+
+    Uses the filter's transition matrices $\Phi_k$ (exact for linear SDEs, linearised
+    otherwise): $G_k = P_k \Phi_k^\top (P^-_{k+1})^{-1}$.
+    """
+
+    def step(carry, args):
+        ms_next, ps_next = carry
+        m, p, m_pred, p_pred, phi = args
+        gain = _t(jnp.linalg.solve(p_pred, phi @ p))
+        ms = m + _mv(gain, ms_next - m_pred)
+        ps = _sym(p + gain @ (ps_next - p_pred) @ _t(gain))
+        return (ms, ps), (ms, ps)
+
+    last = (result.filtered_mean[-1], result.filtered_cov[-1])
+    args = (
+        result.filtered_mean[:-1],
+        result.filtered_cov[:-1],
+        result.predicted_mean[1:],
+        result.predicted_cov[1:],
+        result.transition,
+    )
+    _, (ms, ps) = jax.lax.scan(step, last, args, reverse=True)
+    return jnp.concatenate([ms, last[0][None]]), jnp.concatenate([ps, last[1][None]])
+
+
+def backward_sample(key, result: FilterResult):
+    """One joint draw of the latent states given all observations (forward filtering,
+    backward sampling), shape ``(T, *batch, d)``."""
+    num = result.filtered_mean.shape[0]
+    keys = jax.random.split(key, num)
+
+    def draw(key, mean, cov):
+        chol = jnp.linalg.cholesky(
+            _sym(cov) + 1e-12 * jnp.eye(mean.shape[-1], dtype=mean.dtype)
+        )
+        return mean + _mv(chol, jax.random.normal(key, mean.shape, mean.dtype))
+
+    x_last = draw(keys[-1], result.filtered_mean[-1], result.filtered_cov[-1])
+
+    def step(x_next, args):
+        key, m, p, m_pred, p_pred, phi = args
+        gain = _t(jnp.linalg.solve(p_pred, phi @ p))
+        mean = m + _mv(gain, x_next - m_pred)
+        cov = p - gain @ p_pred @ _t(gain)
+        x = draw(key, mean, cov)
+        return x, x
+
+    args = (
+        keys[:-1],
+        result.filtered_mean[:-1],
+        result.filtered_cov[:-1],
+        result.predicted_mean[1:],
+        result.predicted_cov[1:],
+        result.transition,
+    )
+    _, xs = jax.lax.scan(step, x_last, args, reverse=True)
+    return jnp.concatenate([xs, x_last[None]])
