@@ -27,12 +27,12 @@ from .infer import fit as fit
 from .infer import load as load
 from .processes import OU as OU
 from .processes import SDE as SDE
-from .processes import StateSpace as StateSpace
-from .processes import LinearSDE as LinearSDE
 from .processes import GaussianObservation as GaussianObservation
 from .processes import LinearGaussian as LinearGaussian
+from .processes import LinearSDE as LinearSDE
 from .processes import Path as Path
 from .processes import PathReparam as PathReparam
+from .processes import StateSpace as StateSpace
 from .processes import reparam_paths as reparam_paths
 
 __version__ = "0.1.0"

@@ -11,11 +11,15 @@ import numpy as np
 
 
 class PathCoords(NamedTuple):
-    """How a path-valued variable is laid out: its times and whether the state is a
-    vector."""
+    """How a time-series variable is laid out.
+
+    ``value_dim``: name of the trailing dim of its values (None for scalar values);
+    ``latent_dim``: the same for an integrated-out latent state (state-space models).
+    """
 
     ts: np.ndarray
-    scalar_state: bool
+    value_dim: str | None
+    latent_dim: str | None
     batch_ndim: int
 
 
@@ -33,19 +37,16 @@ def path_dims(
 ):
     """Dims of a per-draw value of variable ``name`` (shape without chain/draw), or
     None."""
-    base = name
-    for suffix in ("_forecast", "_one_step"):
-        if name.endswith(suffix):
-            base = name[: -len(suffix)]
+    base, suffix = name, ""
+    for candidate in ("_forecast", "_one_step", "_latent"):
+        if name.endswith(candidate) and name[: -len(candidate)] in paths:
+            base, suffix = name[: -len(candidate)], candidate
     if base not in paths:
         return None
     p = paths[base]
-    time = (
-        f"{time_names[base]}_forecast"
-        if name.endswith("_forecast")
-        else time_names[base]
-    )
-    tail = [time] if p.scalar_state else [time, "state"]
+    time = f"{time_names[base]}_forecast" if suffix == "_forecast" else time_names[base]
+    trailing = p.latent_dim if suffix == "_latent" else p.value_dim
+    tail = [time] if trailing is None else [time, trailing]
     lead = [f"{name}_dim_{i}" for i in range(len(shape) - len(tail))]
     return lead + tail
 

@@ -14,17 +14,20 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import constrain_fn, potential_energy
 from numpyro.primitives import Messenger
 
-from ..processes import Path, reparam_paths
+from ..processes import Path, StateSpace, reparam_paths
 
 
-class PathInfo(NamedTuple):
-    """Static description of a :class:`~sdeppl.Path` site (no arrays from the trace)."""
+class SeriesInfo(NamedTuple):
+    """Static description of a time-series site (:class:`~sdeppl.Path` or
+    :class:`~sdeppl.StateSpace`); holds no arrays from the trace."""
 
+    kind: str  # "path" or "statespace"
     ts: np.ndarray | None  # concrete times, or None if they were traced
-    scalar_state: bool
+    value_dim: str | None  # name of the value's trailing dim, None for scalar values
+    latent_dim: str | None  # StateSpace: trailing dim of the latent state ("state"/None)
     batch_ndim: int
-    substeps: int
-    fixed_x0: bool
+    augmented: bool  # an observed Path with substeps (no per-time terms)
+    informative: np.ndarray | None  # observed sites: times with a likelihood term
 
 
 class SiteInfo(NamedTuple):
@@ -34,7 +37,7 @@ class SiteInfo(NamedTuple):
     shape: tuple
     observed: bool
     discrete: bool
-    path: PathInfo | None  # set for Path sites (time coordinates, forecasts)
+    series: SeriesInfo | None  # time-series sites (time coordinates, forecasts)
     value: np.ndarray | None  # observed sites: the concrete observed value
 
 
@@ -47,23 +50,33 @@ class unobserve(Messenger):
             msg["is_observed"] = False
 
 
-def _as_path(fn):
-    if isinstance(fn, ExpandedDistribution) and isinstance(fn.base_dist, Path):
-        return fn.base_dist
-    return fn if isinstance(fn, Path) else None
+def series_of(fn):
+    """The :class:`~sdeppl.Path` or :class:`~sdeppl.StateSpace` behind a site's ``fn``."""
+    base = fn.base_dist if isinstance(fn, ExpandedDistribution) else fn
+    return base if isinstance(base, Path | StateSpace) else None
 
 
-def _path_info(fn) -> PathInfo | None:
-    path = _as_path(fn)
-    if path is None:
+def _series_info(fn, value, observed: bool) -> SeriesInfo | None:
+    series = series_of(fn)
+    if series is None:
         return None
-    ts = None if isinstance(path.ts, jax.core.Tracer) else np.asarray(path.ts)
-    return PathInfo(
+    ts = None if isinstance(series.ts, jax.core.Tracer) else np.asarray(series.ts)
+    augmented = isinstance(series, Path) and series.substeps > 0
+    concrete = observed and not isinstance(value, jax.core.Tracer)
+    if isinstance(series, Path):
+        value_dim = None if series.scalar_state else "state"
+        latent_dim = None
+    else:
+        value_dim = None if series._scalar_obs else "obs"
+        latent_dim = None if series.scalar_state else "state"
+    return SeriesInfo(
+        "path" if isinstance(series, Path) else "statespace",
         ts,
-        path.scalar_state,
+        value_dim,
+        latent_dim,
         len(fn.batch_shape),
-        path.substeps,
-        not isinstance(path.x0, numpyro.distributions.Distribution),
+        augmented,
+        series.informative_mask(value) if concrete and not augmented else None,
     )
 
 
@@ -90,7 +103,7 @@ def inspect_model(model, args, kwargs) -> dict[str, SiteInfo]:
                 tuple(jnp.shape(site["value"])),
                 bool(site["is_observed"]),
                 bool(fn.support.is_discrete) if hasattr(fn, "support") else False,
-                _path_info(fn),
+                _series_info(fn, value, bool(site["is_observed"])),
                 np.asarray(value) if concrete else None,
             )
         return 0
@@ -113,7 +126,7 @@ class ModelAdapter:
         self.model = reparam_paths(model) if reparam else model
         self.args, self.kwargs = tuple(args), dict(kwargs or {})
         self.sites = inspect_model(self.model, self.args, self.kwargs)
-        self.path_sites = inspect_model(model, self.args, self.kwargs)
+        self.raw_sites = inspect_model(model, self.args, self.kwargs)
         latent = {n: s for n, s in self.sites.items() if not s.observed}
         discrete = [n for n, s in latent.items() if s.discrete]
         if discrete:

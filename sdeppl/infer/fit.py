@@ -18,7 +18,7 @@ from numpyro.infer import MCMC, NUTS, Predictive
 
 from ..diagnostics._convert import PathCoords, to_inference_data
 from ..processes import Path, reparam_paths
-from ._model import ModelAdapter, unobserve
+from ._model import ModelAdapter, series_of, unobserve
 from ._result import Fit
 from .hmc import SamplerStats, _progress_callback, run_mclmc, run_nuts
 
@@ -208,23 +208,25 @@ def _run_numpyro(adapter, key, settings, progress):
     return constrained, {k: np.asarray(v) for k, v in stats._asdict().items()}, {}
 
 
-def _path_coords(adapter) -> dict[str, PathCoords]:
+def _series_coords(adapter) -> dict[str, PathCoords]:
     return {
-        name: PathCoords(site.path.ts, site.path.scalar_state, site.path.batch_ndim)
-        for name, site in adapter.path_sites.items()
-        if site.path is not None and site.path.ts is not None
+        name: PathCoords(site.series.ts, site.series.value_dim, site.series.latent_dim, site.series.batch_ndim)
+        for name, site in adapter.raw_sites.items()
+        if site.series is not None and site.series.ts is not None
     }
 
 
-def _informative_times(info, value) -> np.ndarray:
-    """``(T,)`` mask of the times whose log-likelihood term depends on parameters:
-    observed points, and the first one only when ``x0`` is a distribution."""
-    finite = np.isfinite(np.asarray(value, dtype=float))
-    if not info.scalar_state:
-        finite = finite.all(axis=-1)
-    mask = finite.reshape(-1, finite.shape[-1]).all(axis=0)
-    mask[0] &= not info.fixed_x0
-    return mask
+def _series_names(adapter, *, observed: bool | None = None, kind: str | None = None):
+    """Time-series sites with per-time terms, optionally only observed ones or one kind."""
+    return [
+        name
+        for name, site in adapter.raw_sites.items()
+        if site.series is not None
+        and site.series.ts is not None
+        and not site.series.augmented
+        and (observed is None or site.observed == observed)
+        and (kind is None or site.series.kind == kind)
+    ]
 
 
 def _flat_draws(samples: dict):
@@ -233,59 +235,66 @@ def _flat_draws(samples: dict):
     return {k: jnp.reshape(v, (-1,) + v.shape[2:]) for k, v in samples.items()}, lead
 
 
-def _trace_observed(model, args, kwargs, draw):
-    tr = numpyro.handlers.trace(
-        numpyro.handlers.substitute(numpyro.handlers.seed(model, 0), data=draw)
-    ).get_trace(*args, **kwargs)
-    return {n: s for n, s in tr.items() if s["type"] == "sample" and s["is_observed"]}
+def _per_draw(adapter, samples: dict, key, names, compute, *, raw: bool = False):
+    """For every posterior draw, trace the model at the draw and collect
+    ``compute(name, fn, value, key) -> dict`` over the sites ``names``.
+
+    ``raw=True`` traces the model without path reparametrisation (latent paths are then
+    :class:`~sdeppl.Path` sites whose values come from the draw). Vectorised over draws
+    and compiled once; returns arrays shaped ``(chain, draw, ...)``.
+    """
+    if not names:
+        return {}
+    flat, lead = _flat_draws(samples)
+    model = adapter.raw_model if raw else adapter.model
+
+    def one(draw, key):
+        tr = numpyro.handlers.trace(
+            numpyro.handlers.substitute(numpyro.handlers.seed(model, 0), data=draw)
+        ).get_trace(*adapter.args, **adapter.kwargs)
+        out = {}
+        for i, name in enumerate(names):
+            fn = tr[name]["fn"]
+            value = draw[name] if name in draw else tr[name]["value"]
+            shape = fn.batch_shape + fn.event_shape
+            if isinstance(value, jax.core.Tracer):
+                value = jnp.broadcast_to(value, shape)
+            else:  # observed data stay concrete (missing-value checks need that)
+                value = np.broadcast_to(np.asarray(value), shape)
+            out.update(compute(name, fn, value, jax.random.fold_in(key, i)))
+        return out
+
+    keys = jax.random.split(key, next(iter(flat.values())).shape[0])
+    values = jax.jit(jax.vmap(one))(flat, keys)
+    return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()}
 
 
 def pointwise_log_likelihood(adapter, samples: dict):
     """Pointwise log-likelihood of every observed site, ``(chain, draw, ...)``.
 
-    A path site contributes one term per observed time (PSIS-LOO then leaves out one
-    transition at a time, the usual choice for Markov time series); other sites their
-    NumPyro batch shape. Returns ``(values, times)`` where ``times[name]`` are the
-    times kept for path sites.
+    A time-series site contributes one term per observed time (a Markov transition for
+    :class:`~sdeppl.Path`, $\log p(y_k \mid y_{0:k-1})$ for :class:`~sdeppl.StateSpace`;
+    PSIS-LOO then leaves out one step at a time, the usual choice for time series);
+    other sites their NumPyro batch shape. Returns ``(values, times)`` where
+    ``times[name]`` are the times kept for time-series sites.
     """
-    flat, lead = _flat_draws(samples)
-    observed = adapter.sites
-    masks, times = {}, {}
-    for name, site in adapter.path_sites.items():
-        if (
-            site.observed
-            and site.path is not None
-            and not site.path.substeps
-            and site.path.ts is not None
-        ):
-            masks[name] = _informative_times(site.path, adapter.trace_value(name))
-            times[name] = site.path.ts[masks[name]]
+    series = set(_series_names(adapter, observed=True))
+    masks = {n: adapter.raw_sites[n].series.informative for n in series}
+    times = {n: adapter.raw_sites[n].series.ts[masks[n]] for n in series}
 
-    def one(draw):
-        sites = _trace_observed(adapter.model, adapter.args, adapter.kwargs, draw)
-        out = {}
-        for name, site in sites.items():
-            fn = site["fn"]
-            base = (
-                fn.base_dist
-                if isinstance(fn, numpyro.distributions.ExpandedDistribution)
-                else fn
-            )
-            if name in masks and isinstance(base, Path):
-                pointwise = base.pointwise_log_prob(site["value"])
-                pointwise = jnp.broadcast_to(
-                    pointwise, fn.batch_shape + pointwise.shape[-1:]
-                )
-                out[name] = pointwise[..., masks[name]]
-            else:
-                out[name] = fn.log_prob(site["value"])
-        return out
+    def compute(name, fn, value, key):
+        if name in series:
+            return {name: series_of(fn).pointwise_log_prob(value)[..., masks[name]]}
+        return {name: fn.log_prob(value)}
 
-    del observed
-    values = jax.jit(jax.vmap(one))(flat)
-    return {
-        k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()
-    }, times
+    names = [n for n, s in adapter.sites.items() if s.observed]
+    values = _per_draw(adapter, samples, jax.random.key(0), names, compute)
+    for name in series:  # terms constant across draws (e.g. y_0 under a fixed prior)
+        flat = values[name].reshape(-1, values[name].shape[-1])  # carry no information
+        with np.errstate(invalid="ignore"):
+            varying = ~(np.ptp(flat, axis=0) == 0)  # and would break PSIS (k = inf)
+        values[name], times[name] = values[name][..., varying], times[name][varying]
+    return values, times
 
 
 def posterior_predictive_draws(adapter, samples: dict, key):
@@ -300,103 +309,46 @@ def posterior_predictive_draws(adapter, samples: dict, key):
 
 
 def one_step_predictive_draws(adapter, samples: dict, key):
-    """One-step-ahead predictive draws of every observed path site
-    (``{name}_one_step``)."""
-    names = [
-        n
-        for n, s in adapter.path_sites.items()
-        if s.observed and s.path is not None and not s.path.substeps
-    ]
-    if not names:
-        return {}
-    flat, lead = _flat_draws(samples)
+    """One-step-ahead predictive draws of every observed time series
+    (``{name}_one_step``): the natural residual check for time series."""
 
-    def one(draw, key):
-        sites = _trace_observed(adapter.model, adapter.args, adapter.kwargs, draw)
-        out = {}
-        for i, name in enumerate(names):
-            fn = sites[name]["fn"]
-            path = (
-                fn.base_dist
-                if isinstance(fn, numpyro.distributions.ExpandedDistribution)
-                else fn
-            )
-            value = jnp.broadcast_to(
-                sites[name]["value"], fn.batch_shape + fn.event_shape
-            )
-            out[f"{name}_one_step"] = path.one_step_sample(
-                jax.random.fold_in(key, i), value
-            )
-        return out
+    def compute(name, fn, value, key):
+        return {f"{name}_one_step": series_of(fn).one_step_sample(key, value)}
 
-    keys = jax.random.split(key, next(iter(flat.values())).shape[0])
-    values = jax.jit(jax.vmap(one))(flat, keys)
-    return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()}
+    return _per_draw(adapter, samples, key, _series_names(adapter, observed=True), compute)
+
+
+def latent_state_draws(adapter, samples: dict, key):
+    """The latent path of every :class:`~sdeppl.StateSpace` site given the observations
+    and each posterior draw (forward filtering, backward sampling): ``{name}_latent``."""
+
+    def compute(name, fn, value, key):
+        return {f"{name}_latent": series_of(fn).sample_latent(key, value)}
+
+    names = _series_names(adapter, observed=True, kind="statespace")
+    return _per_draw(adapter, samples, key, names, compute)
 
 
 def forecast_draws(adapter, samples: dict, key, horizon: float, num_steps: int):
-    """Paths continued beyond the last time of every path site, one per posterior draw.
+    """Every time series continued ``num_steps`` equal steps to its last time plus
+    ``horizon``, one continuation per posterior draw (``{name}_forecast``).
 
-    Each path site is restarted at its last value (observed, or latent from the draw)
-    and simulated with its own SDE and method on ``num_steps`` equal steps to
-    ``t_last + horizon``. Returns
-    ``({name}_forecast: (chain, draw, ..., num_steps[, d]), times)``.
+    Paths restart at their last value (observed, or latent from the draw); state-space
+    observations restart from the filtered state at the last time. Returns
+    ``(values, times)``.
     """
-    flat, lead = _flat_draws(samples)
-    path_names = [
-        n
-        for n, s in adapter.path_sites.items()
-        if s.path is not None and s.path.ts is not None
+    names = [
+        n for n, s in adapter.raw_sites.items() if s.series is not None and s.series.ts is not None
     ]
-    if not path_names:
-        return {}, {}
-    times = {}
-    for name in path_names:
-        t_last = float(adapter.path_sites[name].path.ts[-1])
-        times[name] = t_last + horizon * np.arange(1, num_steps + 1) / num_steps
+    times = {
+        n: float(adapter.raw_sites[n].series.ts[-1]) + horizon * np.arange(1, num_steps + 1) / num_steps
+        for n in names
+    }
 
-    def one(draw, key):
-        tr = numpyro.handlers.trace(
-            numpyro.handlers.substitute(
-                numpyro.handlers.seed(adapter.raw_model, 0), data=draw
-            )
-        ).get_trace(*adapter.args, **adapter.kwargs)
-        out = {}
-        for i, name in enumerate(path_names):
-            fn = tr[name]["fn"]
-            path = (
-                fn.base_dist
-                if isinstance(fn, numpyro.distributions.ExpandedDistribution)
-                else fn
-            )
-            value = draw.get(name, tr[name]["value"])
-            state_ndim = 0 if path.scalar_state else 1
-            last = value[..., -1] if path.scalar_state else value[..., -1, :]
-            ts = jnp.concatenate(
-                [path.ts[-1:], jnp.asarray(times[name], path.ts.dtype)]
-            )
-            future = Path(
-                path.sde,
-                ts,
-                x0=jnp.zeros(path._state_shape, path.ts.dtype),
-                method=path.method,
-                substeps=path.substeps,
-            )
-            batch = jnp.shape(last)[: jnp.ndim(last) - state_ndim]
-            xi = jax.random.normal(
-                jax.random.fold_in(key, i), batch + future.noise_shape, path.ts.dtype
-            )
-            continued = future.transform_noise(last, xi)
-            out[f"{name}_forecast"] = (
-                continued[..., 1:] if path.scalar_state else continued[..., 1:, :]
-            )
-        return out
+    def compute(name, fn, value, key):
+        return {f"{name}_forecast": series_of(fn).forecast(key, value, times[name])}
 
-    keys = jax.random.split(key, next(iter(flat.values())).shape[0])
-    values = jax.jit(jax.vmap(one))(flat, keys)
-    return {
-        k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()
-    }, times
+    return _per_draw(adapter, samples, key, names, compute, raw=True), times
 
 
 def fit(
@@ -415,6 +367,7 @@ def fit(
     posterior_predictive: bool = False,
     forecast: dict | None = None,
     log_likelihood: bool = True,
+    latent_paths: bool = True,
     progress: bool = True,
     compilation_cache: bool = True,
     model_kwargs: dict | None = None,
@@ -454,6 +407,10 @@ def fit(
         variables ``{name}_forecast``).
     log_likelihood
         Store pointwise log-likelihoods (for LOO/WAIC and the Pareto-k check).
+    latent_paths
+        For :class:`~sdeppl.StateSpace` sites, add one draw of the latent path per
+        posterior draw (forward filtering, backward sampling) as ``{name}_latent`` in the
+        posterior, with the time coordinate.
     progress
         Show progress bars.
     compilation_cache
@@ -522,13 +479,15 @@ def fit(
     start = time.perf_counter()
     adapter = ModelAdapter(model, args, kwargs)
     key = jax.random.key(settings["seed"])
-    key_run, key_pp, key_fc = jax.random.split(key, 3)
+    key_run, key_pp, key_fc, key_latent = jax.random.split(key, 4)
     if method == "nuts":
         constrained, stats, tuning = _run_numpyro(adapter, key_run, settings, progress)
     else:
         constrained, stats, tuning = _run_blackjax(adapter, key_run, settings, progress)
     sampling_s = time.perf_counter() - start
     samples_by_chain = {k: jnp.asarray(v) for k, v in constrained.items()}
+    if latent_paths:
+        constrained = {**constrained, **latent_state_draws(adapter, samples_by_chain, key_latent)}
     observed = {
         n: np.asarray(adapter.trace_value(n))
         for n, s in adapter.sites.items()
@@ -583,7 +542,7 @@ def fit(
         observed_data=observed,
         log_likelihood=log_lik,
         posterior_predictive=predictive,
-        paths=_path_coords(adapter),
+        paths=_series_coords(adapter),
         forecast_times=forecast_times,
         log_likelihood_times=ll_times,
         metadata=metadata,

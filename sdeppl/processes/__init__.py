@@ -13,8 +13,8 @@ from .path import Path as Path
 from .reparam import PathReparam as PathReparam
 from .reparam import reparam_paths as reparam_paths
 from .sde import OU as OU
+from .sde import SDE as SDE
+from .sde import LinearSDE as LinearSDE
 from .statespace import GaussianObservation as GaussianObservation
 from .statespace import LinearGaussian as LinearGaussian
 from .statespace import StateSpace as StateSpace
-from .sde import SDE as SDE
-from .sde import LinearSDE as LinearSDE

@@ -441,6 +441,43 @@ class Path(Distribution):
         out = jnp.full(x.shape, jnp.nan, x.dtype).at[..., observed[1:], :].set(draws)
         return self._from_internal(out)
 
+    # -- time-series protocol (used by sdeppl.fit) ------------------------------------
+    value_dim_name = "state"
+
+    def informative_mask(self, value) -> np.ndarray:
+        """``(T,)`` mask of the terms of :meth:`pointwise_log_prob` that depend on the
+        parameters: observed points, and the first one only when ``x0`` is random.
+        Needs concrete data."""
+        observed = self._observed_index(value)
+        mask = np.ones(self.ts.shape[0], bool)
+        if observed is not None:
+            mask[:] = False
+            mask[observed] = True
+        mask[0] &= isinstance(self.x0, Distribution)
+        return mask
+
+    def forecast(self, key, value, future_ts):
+        """Continue the path beyond ``ts[-1]`` from its last value, at ``future_ts``.
+
+        Shapes
+        ------
+        value: ``(*batch, T, *state)``; future_ts: ``(F,)``; returns ``(*batch, F, *state)``.
+        """
+        last = value[..., -1] if self.scalar_state else value[..., -1, :]
+        ts = jnp.concatenate([jnp.asarray(self.ts[-1:]), jnp.asarray(future_ts, self.ts.dtype)])
+        future = Path(
+            self.sde,
+            ts,
+            x0=np.zeros(self._state_shape, self.ts.dtype),
+            method=self.method,
+            substeps=self.substeps,
+        )
+        state_ndim = 0 if self.scalar_state else 1
+        batch = jnp.shape(last)[: jnp.ndim(last) - state_ndim]
+        xi = jax.random.normal(key, batch + future.noise_shape, self.ts.dtype)
+        continued = future.transform_noise(last, xi)
+        return continued[..., 1:] if self.scalar_state else continued[..., 1:, :]
+
     def transition_log_probs(self, x_prev, x_next, t0s, t1s):
         """Transition log-densities of consecutive pairs, vectorised over pairs.
 

@@ -423,6 +423,57 @@ class StateSpace(Distribution):
         y = y_hat + eps
         return y[..., 0] if self._scalar_obs else y
 
+    # -- time-series protocol (used by sdeppl.fit) --------------------------------------
+    value_dim_name = "obs"
+
+    def pointwise_log_prob(self, value):
+        """Per-time terms $\log p(y_k \mid y_{0:k-1})$ of ``log_prob``, shape
+        ``(..., T)``; a missing time point holds 0."""
+        result, extra = self._filter(value)
+        terms = jnp.moveaxis(result.log_likelihood_terms, 1, -1)  # (N, *batch, T)
+        terms = terms.reshape(extra + terms.shape[1:])
+        return jnp.where(jnp.isnan(terms), -jnp.inf, terms)
+
+    def informative_mask(self, value) -> np.ndarray:
+        """``(T,)`` mask of time points with at least one observed value (concrete data)."""
+        y = np.asarray(value, dtype=float)
+        y = y[..., None] if self._scalar_obs else y
+        observed = ~np.isnan(y).all(axis=-1)
+        return observed.reshape(-1, observed.shape[-1]).any(axis=0)
+
+    def one_step_sample(self, key, value):
+        """Draws of each $y_k$ from its one-step-ahead predictive $p(y_k \mid y_{0:k-1})$
+        (the filter's predicted observation plus noise); same shape as ``value``."""
+        result, extra = self._filter(value)
+        observe, R = self._obs_parts(self.ts.dtype)
+        y_hat, s0, _, _ = observe(result.predicted_mean, result.predicted_cov)
+        chol = jnp.linalg.cholesky(0.5 * (s0 + jnp.swapaxes(s0, -1, -2)) + R)
+        z = jax.random.normal(key, y_hat.shape, y_hat.dtype)
+        draws = y_hat + jnp.einsum("...ij,...j->...i", chol, z)  # (N, T, *batch, k)
+        draws = self._unflatten(draws, extra)
+        return draws[..., 0] if self._scalar_obs else draws
+
+    def forecast(self, key, value, future_ts):
+        """Observations at ``future_ts`` beyond ``ts[-1]``: the latent state drawn from
+        its filtered law at the last time, simulated forward, observed with noise.
+
+        Shapes: value ``(*batch, T[, k])``; returns ``(*batch, F[, k])``.
+        """
+        key_x, key_path, key_eps = jax.random.split(key, 3)
+        result, extra = self._filter(value)
+        m_last, p_last = result.filtered_mean[:, -1], result.filtered_cov[:, -1]
+        chol = jnp.linalg.cholesky(p_last + 1e-12 * jnp.eye(self.state_dim, dtype=p_last.dtype))
+        x_last = m_last + jnp.einsum("...ij,...j->...i", chol, jax.random.normal(key_x, m_last.shape, m_last.dtype))
+        x_last = x_last.reshape(extra + x_last.shape[1:])
+        start = x_last[..., 0, None] if self.scalar_state else x_last[..., None, :]
+        x = self.latent_path().forecast(key_path, start, future_ts)  # a length-1 "path"
+        x = x[..., None] if self.scalar_state else x
+        y_hat = self._observation_mean(x)
+        _, R = self._obs_parts(x.dtype)
+        eps = jnp.einsum("...ij,...j->...i", jnp.linalg.cholesky(R), jax.random.normal(key_eps, y_hat.shape, y_hat.dtype))
+        y = y_hat + eps
+        return y[..., 0] if self._scalar_obs else y
+
     # -- smoothing and latent draws ------------------------------------------------------
     def filter(self, value):
         """Filtered means ``(..., T, d)`` and covariances ``(..., T, d, d)``."""
