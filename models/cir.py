@@ -1,11 +1,11 @@
 r"""Cox–Ingersoll–Ross short-rate model fitted to the US 3-month Treasury-bill rate.
 
-$dr_t = \kappa(	heta - r_t)\,dt + \sigma\sqrt{r_t}\,dW_t$ with $r$ in percent and $t$ in
-years; quarterly data 1959Q1–2009Q3 from statsmodels' ``macrodata`` (203 points,
+$dr_t = \kappa(\theta - r_t)\,dt + \sigma\sqrt{r_t}\,dW_t$ with $r$ in percent and $t$
+in years; quarterly data 1959Q1–2009Q3 from statsmodels' ``macrodata`` (203 points,
 $\Delta t = 0.25$). A nonlinear (state-dependent) diffusion, so no exact transition:
 Euler–Maruyama by default, ``substeps`` add latent points between quarters.
-Priors: $\kappa \sim 	ext{HalfNormal}(1)$, $	heta \sim 	ext{HalfNormal}(10)$,
-$\sigma \sim 	ext{HalfNormal}(2)$.
+Priors: $\kappa \sim \text{HalfNormal}(1)$, $\theta \sim \text{HalfNormal}(10)$,
+$\sigma \sim \text{HalfNormal}(2)$.
 """
 
 import jax.numpy as jnp

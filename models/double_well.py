@@ -4,7 +4,7 @@ $dX_t = a (X_t - X_t^3)\,dt + \sigma\,dW_t$ observed at 200 times $0.5$ apart. T
 coarse grid makes Euler–Maruyama badly biased; the default is the Shoji–Ozaki local
 linearisation with one latent point between observations (``substeps=1``), which
 recovers the truth.
-Priors: $a \sim 	ext{HalfNormal}(2)$, $\sigma \sim 	ext{HalfNormal}(1)$.
+Priors: $a \sim \text{HalfNormal}(2)$, $\sigma \sim \text{HalfNormal}(1)$.
 """
 
 import jax

@@ -1,8 +1,8 @@
 r"""Ornstein–Uhlenbeck process observed without noise (the OU-NUTS benchmark problem).
 
-$dX_t = 	heta(\mu - X_t)\,dt + \sigma\,dW_t$, $X_0 = 0$, observed at 1000 times $0.1$
-apart; priors $	heta \sim 	ext{HalfNormal}(1)$, $\mu \sim N(0, 2^2)$,
-$\sigma \sim 	ext{HalfNormal}(1)$.
+$dX_t = \theta(\mu - X_t)\,dt + \sigma\,dW_t$, $X_0 = 0$, observed at 1000 times $0.1$
+apart; priors $\theta \sim \text{HalfNormal}(1)$, $\mu \sim N(0, 2^2)$,
+$\sigma \sim \text{HalfNormal}(1)$.
 """
 
 import jax

@@ -87,9 +87,15 @@ import numpy as np  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 from dynestyx.discretizers import ExactAffineConfig  # noqa: E402
 from dynestyx.inference.configs.filter import ContinuousTimeKFConfig, KFConfig  # noqa: E402
-from problems import OU_TRUE, ou_kf_data  # noqa: E402
+from problems import (  # noqa: E402
+    OSC_TRUE,
+    OU_TRUE,
+    car_coefficients,
+    car_matrices,
+    linear_kf_data,
+    ou_kf_data,
+)
 
-OSC_TRUE = {"k": 1.0, "c": 0.2, "q": 0.5, "r": 0.1}
 OU_NOISE_SD = 0.05
 
 
@@ -205,6 +211,23 @@ def osc_dynamics(p) -> dsx.DynamicalModel:
     )
 
 
+def car_dynamics(p) -> dsx.DynamicalModel:
+    """CAR(d): companion drift from the coefficients, noise q on the last coordinate."""
+    coef, q, r = p["coef"], p["q"], p["r"]
+    d = coef.shape[0]
+    A = jnp.concatenate([jnp.eye(d, k=1)[:-1], -coef[::-1][None, :]], axis=0)
+    L = jnp.zeros((d, d)).at[-1, -1].set(q)
+    return dsx.DynamicalModel(
+        initial_condition=dist.MultivariateNormal(jnp.zeros(d), jnp.eye(d)),
+        state_evolution=dsx.ContinuousTimeStateEvolution(
+            drift=dsx.AffineDrift(A=A), diffusion=dsx.FullDiffusion(L)
+        ),
+        observation_model=dsx.LinearGaussianObservation(
+            H=jnp.eye(d)[:1], R=(r**2) * jnp.eye(1)
+        ),
+    )
+
+
 ROUTES = {
     "exact_kf_assoc": (lambda: KFConfig(filter_source="cuthbert"), True),
     "exact_kf_seq": (
@@ -253,7 +276,7 @@ def time_value_and_grad(loglik, params, repeats: int) -> dict:
         "steady_s_median": round(statistics.median(times), 6),
         "steady_s_all": [round(t, 6) for t in times],
         "value": float(value),
-        "grad": {k: float(v) for k, v in grad.items()},
+        "grad": {k: np.asarray(v).tolist() for k, v in grad.items()},
     }
 
 
@@ -263,8 +286,10 @@ def main() -> None:
         "--problems",
         nargs="+",
         default=["ou", "osc1k", "osc10k"],
-        choices=["ou", "osc1k", "osc10k"],
+        help="ou, osc1k, osc10k, or carD (D = 1..8: the CAR(D) problem of "
+        "benchmarks/kalman.py at T = --car-points)",
     )
+    parser.add_argument("--car-points", type=int, default=10_000)
     parser.add_argument(
         "--routes", nargs="+", default=list(ROUTES), choices=list(ROUTES)
     )
@@ -295,6 +320,28 @@ def main() -> None:
                 np.array([[args.ou_p0]]),
             )
             label = "OU-KF"
+        elif problem.startswith("car"):
+            d = int(problem[3:])
+            ts_np, ys_np = linear_kf_data(d, args.car_points)
+            params = {
+                "coef": jnp.asarray(car_coefficients(d)),
+                "q": jnp.asarray(OSC_TRUE["q"]),
+                "r": jnp.asarray(OSC_TRUE["r"]),
+            }
+            make_dyn = car_dynamics
+            A, L = car_matrices(car_coefficients(d), OSC_TRUE["q"])
+            ref = numpy_kf_loglik(
+                ts_np,
+                ys_np,
+                A,
+                np.zeros(d),
+                L @ L.T,
+                np.eye(d)[:1],
+                np.array([[OSC_TRUE["r"] ** 2]]),
+                np.zeros(d),
+                np.eye(d),
+            )
+            label = f"CAR({d})-KF"
         else:
             n = 1000 if problem == "osc1k" else 10_000
             ts_np, ys_np = osc_kf_data(n, seed=0)

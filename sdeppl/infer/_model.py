@@ -24,7 +24,9 @@ class SeriesInfo(NamedTuple):
     kind: str  # "path" or "statespace"
     ts: np.ndarray | None  # concrete times, or None if they were traced
     value_dim: str | None  # name of the value's trailing dim, None for scalar values
-    latent_dim: str | None  # StateSpace: trailing dim of the latent state ("state"/None)
+    latent_dim: (
+        str | None
+    )  # StateSpace: trailing dim of the latent state ("state"/None)
     batch_ndim: int
     augmented: bool  # an observed Path with substeps (no per-time terms)
     informative: np.ndarray | None  # observed sites: times with a likelihood term
@@ -51,7 +53,8 @@ class unobserve(Messenger):
 
 
 def series_of(fn):
-    """The :class:`~sdeppl.Path` or :class:`~sdeppl.StateSpace` behind a site's ``fn``."""
+    """The :class:`~sdeppl.Path` or :class:`~sdeppl.StateSpace` behind a site's
+    ``fn``."""
     base = fn.base_dist if isinstance(fn, ExpandedDistribution) else fn
     return base if isinstance(base, Path | StateSpace) else None
 

@@ -17,7 +17,7 @@ from jax.sharding import PartitionSpec as P
 from numpyro.infer import MCMC, NUTS, Predictive
 
 from ..diagnostics._convert import PathCoords, to_inference_data
-from ..processes import Path, reparam_paths
+from ..processes import reparam_paths
 from ._model import ModelAdapter, series_of, unobserve
 from ._result import Fit
 from .hmc import SamplerStats, _progress_callback, run_mclmc, run_nuts
@@ -210,14 +210,20 @@ def _run_numpyro(adapter, key, settings, progress):
 
 def _series_coords(adapter) -> dict[str, PathCoords]:
     return {
-        name: PathCoords(site.series.ts, site.series.value_dim, site.series.latent_dim, site.series.batch_ndim)
+        name: PathCoords(
+            site.series.ts,
+            site.series.value_dim,
+            site.series.latent_dim,
+            site.series.batch_ndim,
+        )
         for name, site in adapter.raw_sites.items()
         if site.series is not None and site.series.ts is not None
     }
 
 
 def _series_names(adapter, *, observed: bool | None = None, kind: str | None = None):
-    """Time-series sites with per-time terms, optionally only observed ones or one kind."""
+    """Time-series sites with per-time terms, optionally only observed ones or one
+    kind."""
     return [
         name
         for name, site in adapter.raw_sites.items()
@@ -270,7 +276,7 @@ def _per_draw(adapter, samples: dict, key, names, compute, *, raw: bool = False)
 
 
 def pointwise_log_likelihood(adapter, samples: dict):
-    """Pointwise log-likelihood of every observed site, ``(chain, draw, ...)``.
+    r"""Pointwise log-likelihood of every observed site, ``(chain, draw, ...)``.
 
     A time-series site contributes one term per observed time (a Markov transition for
     :class:`~sdeppl.Path`, $\log p(y_k \mid y_{0:k-1})$ for :class:`~sdeppl.StateSpace`;
@@ -315,12 +321,15 @@ def one_step_predictive_draws(adapter, samples: dict, key):
     def compute(name, fn, value, key):
         return {f"{name}_one_step": series_of(fn).one_step_sample(key, value)}
 
-    return _per_draw(adapter, samples, key, _series_names(adapter, observed=True), compute)
+    return _per_draw(
+        adapter, samples, key, _series_names(adapter, observed=True), compute
+    )
 
 
 def latent_state_draws(adapter, samples: dict, key):
-    """The latent path of every :class:`~sdeppl.StateSpace` site given the observations
-    and each posterior draw (forward filtering, backward sampling): ``{name}_latent``."""
+    """The latent path of every :class:`~sdeppl.StateSpace` site given the
+    observations and each posterior draw (forward filtering, backward sampling):
+    ``{name}_latent``."""
 
     def compute(name, fn, value, key):
         return {f"{name}_latent": series_of(fn).sample_latent(key, value)}
@@ -338,10 +347,13 @@ def forecast_draws(adapter, samples: dict, key, horizon: float, num_steps: int):
     ``(values, times)``.
     """
     names = [
-        n for n, s in adapter.raw_sites.items() if s.series is not None and s.series.ts is not None
+        n
+        for n, s in adapter.raw_sites.items()
+        if s.series is not None and s.series.ts is not None
     ]
     times = {
-        n: float(adapter.raw_sites[n].series.ts[-1]) + horizon * np.arange(1, num_steps + 1) / num_steps
+        n: float(adapter.raw_sites[n].series.ts[-1])
+        + horizon * np.arange(1, num_steps + 1) / num_steps
         for n in names
     }
 
@@ -409,8 +421,8 @@ def fit(
         Store pointwise log-likelihoods (for LOO/WAIC and the Pareto-k check).
     latent_paths
         For :class:`~sdeppl.StateSpace` sites, add one draw of the latent path per
-        posterior draw (forward filtering, backward sampling) as ``{name}_latent`` in the
-        posterior, with the time coordinate.
+        posterior draw (forward filtering, backward sampling) as ``{name}_latent`` in
+        the posterior, with the time coordinate.
     progress
         Show progress bars.
     compilation_cache
@@ -487,7 +499,10 @@ def fit(
     sampling_s = time.perf_counter() - start
     samples_by_chain = {k: jnp.asarray(v) for k, v in constrained.items()}
     if latent_paths:
-        constrained = {**constrained, **latent_state_draws(adapter, samples_by_chain, key_latent)}
+        constrained = {
+            **constrained,
+            **latent_state_draws(adapter, samples_by_chain, key_latent),
+        }
     observed = {
         n: np.asarray(adapter.trace_value(n))
         for n, s in adapter.sites.items()

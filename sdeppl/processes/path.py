@@ -461,10 +461,13 @@ class Path(Distribution):
 
         Shapes
         ------
-        value: ``(*batch, T, *state)``; future_ts: ``(F,)``; returns ``(*batch, F, *state)``.
+        value: ``(*batch, T, *state)``; future_ts: ``(F,)``; returns
+        ``(*batch, F, *state)``.
         """
         last = value[..., -1] if self.scalar_state else value[..., -1, :]
-        ts = jnp.concatenate([jnp.asarray(self.ts[-1:]), jnp.asarray(future_ts, self.ts.dtype)])
+        ts = jnp.concatenate(
+            [jnp.asarray(self.ts[-1:]), jnp.asarray(future_ts, self.ts.dtype)]
+        )
         future = Path(
             self.sde,
             ts,

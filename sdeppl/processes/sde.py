@@ -331,13 +331,15 @@ class LinearSDE(SDE):
         cov_rate = jnp.einsum("...ik,...jk->...ij", self.L, self.L)
         num = t0s.shape[0]
         step = uniform_step(t0s, t1s)
-        if step is not None:
+        if step is not None:  # one matrix exponential serves every gap
             one = affine_discretisation(self.A, self.b, cov_rate, step)
             return jax.tree_util.tree_map(
                 lambda a: jnp.broadcast_to(a, (num,) + a.shape), one
             )
-        return jax.vmap(lambda dt: affine_discretisation(self.A, self.b, cov_rate, dt))(
-            t1s - t0s
+        dts = jnp.asarray(t1s) - jnp.asarray(t0s)
+        batch_ndim = len(jnp.broadcast_shapes(self.A.shape[:-2], self.b.shape[:-1]))
+        return affine_discretisation(
+            self.A, self.b, cov_rate, dts.reshape(dts.shape + (1,) * batch_ndim)
         )
 
     def moments(self, method, fields, coef, t0, t1, x0):
@@ -348,7 +350,7 @@ class LinearSDE(SDE):
     def discretise(self, fields, t0s, t1s, state_dim):
         """Exact transitions over the gaps: ``(phi, shift, q)``, leading axis ``K``."""
         tr = self.coefficients("exact", t0s, t1s)
-        return tr.phi, tr.shift, tr.chol @ jnp.swapaxes(tr.chol, -1, -2)
+        return tr.phi, tr.shift, tr.cov
 
 
 class OU(SDE):
@@ -424,10 +426,13 @@ class OU(SDE):
             shift, sd = ou_moments(
                 theta, mu, sigma, dt, jnp.zeros(state_dim, eye.dtype)
             )
-            diag = lambda v: (
-                jnp.broadcast_to(v, jnp.shape(v)[:-1] + (state_dim,))[..., :, None]
-                * eye
-            )  # noqa: E731
+
+            def diag(v):
+                return (
+                    jnp.broadcast_to(v, jnp.shape(v)[:-1] + (state_dim,))[..., :, None]
+                    * eye
+                )
+
             return (
                 diag(
                     jnp.broadcast_to(

@@ -1,4 +1,5 @@
-r"""SDEs observed with noise: :class:`StateSpace`, with Kalman, extended and unscented filters.
+r"""SDEs observed with noise: :class:`StateSpace`, with Kalman, extended and unscented
+filters.
 
 The latent path is integrated out: ``StateSpace(...).log_prob(y)`` is the marginal
 likelihood $\log p(y_{0:T-1} \mid \theta)$, smooth in the parameters, for NUTS or SVI.
@@ -32,14 +33,15 @@ METHODS = ("kalman", "ekf", "ukf")
 
 
 class LinearGaussian:
-    r"""Linear-Gaussian observations $y_k = H x_{t_k} + \varepsilon_k$, $\varepsilon_k \sim N(0, R)$.
+    r"""Linear-Gaussian observations $y_k = H x_{t_k} + \varepsilon_k$,
+    $\varepsilon_k \sim N(0, R)$.
 
     Parameters
     ----------
     H
-        ``(k, d)`` observation matrix, or ``(d,)`` (or a scalar for a scalar state) for one
-        observed value per time (then observations have shape ``(T,)``). Leading batch
-        dims allowed.
+        ``(k, d)`` observation matrix, or ``(d,)`` (or a scalar for a scalar state) for
+        one observed value per time (then observations have shape ``(T,)``). Leading
+        batch dims allowed.
     R
         ``(k, k)`` noise covariance, or a scalar variance (times the identity).
 
@@ -62,7 +64,8 @@ class LinearGaussian:
 
 
 class GaussianObservation:
-    r"""Nonlinear Gaussian observations $y_k = h(x_{t_k}) + \varepsilon_k$, $\varepsilon_k \sim N(0, R)$.
+    r"""Nonlinear Gaussian observations $y_k = h(x_{t_k}) + \varepsilon_k$,
+    $\varepsilon_k \sim N(0, R)$.
 
     Parameters
     ----------
@@ -81,7 +84,8 @@ class GaussianObservation:
     def __init__(self, h, R):
         if not callable(h):
             raise TypeError(
-                f"GaussianObservation: h must be a callable h(x); got {type(h).__name__}."
+                "GaussianObservation: h must be a callable h(x); "
+                f"got {type(h).__name__}."
             )
         self.h = h
         self.R = jnp.asarray(R)
@@ -99,7 +103,8 @@ for _cls in (LinearGaussian, GaussianObservation):
 
 
 def _gaussian_moments(x0, d: int, dtype):
-    """Mean ``(*batch, d)`` and covariance ``(*batch, d, d)`` of a Gaussian (or fixed) x0."""
+    """Mean ``(*batch, d)`` and covariance ``(*batch, d, d)`` of a Gaussian (or fixed)
+    x0."""
     if not isinstance(x0, Distribution):
         mean = jnp.reshape(
             jnp.asarray(x0, dtype),
@@ -127,23 +132,24 @@ class StateSpace(Distribution):
     r"""Observations of a latent SDE, with the latent path integrated out by a filter.
 
     Model: $dX_t = f(t, X_t)\,dt + g(t, X_t)\,dW_t$, $X_{t_0} \sim N(m_0, P_0)$ (from
-    ``x0``), observed as $y_k = h(X_{t_k}) + \varepsilon_k$, $\varepsilon_k \sim N(0, R)$.
-    ``log_prob(y)`` is the marginal likelihood computed by a Gaussian filter
-    (:mod:`sdeppl.solvers.kalman`):
+    ``x0``), observed as $y_k = h(X_{t_k}) + \varepsilon_k$,
+    $\varepsilon_k \sim N(0, R)$. ``log_prob(y)`` is the marginal likelihood computed
+    by a Gaussian filter (:mod:`sdeppl.solvers.kalman`):
 
     - ``method="kalman"``: exact for linear SDEs (:class:`~sdeppl.LinearSDE`,
       :class:`~sdeppl.OU`) with :class:`LinearGaussian` observations; exact
-      matrix-exponential transitions over every gap (computed once on a regular grid),
-      Joseph-form updates;
-    - ``method="ekf"``: extended filter, moment equations linearised around the mean and
-      integrated by RK4 with ``substeps`` steps per gap;
+      matrix-exponential transitions over every gap (computed once on a regular
+      grid), Joseph-form updates;
+    - ``method="ekf"``: extended filter, moment equations linearised around the mean
+      and integrated by RK4 with ``substeps`` steps per gap;
     - ``method="ukf"``: unscented (cubature) filter, sigma-point moment equations, RK4.
 
     Parameters
     ----------
     sde: the latent SDE.
     ts: ``(T,)`` strictly increasing observation times (irregular allowed).
-    x0: Gaussian initial law (``dist.Normal``, ``dist.MultivariateNormal``) or a fixed state.
+    x0: Gaussian initial law (``dist.Normal``, ``dist.MultivariateNormal``) or a fixed
+        state.
     obs: :class:`LinearGaussian` or :class:`GaussianObservation`.
     method: ``"kalman"``, ``"ekf"`` or ``"ukf"``.
     substeps: RK4 steps per gap for ``"ekf"``/``"ukf"`` (default 10); also the Euler
@@ -151,8 +157,8 @@ class StateSpace(Distribution):
 
     Missing values
     --------------
-    NaN marks a missing observation: a whole time point or some coordinates, any pattern,
-    with every method; missing values contribute nothing to the likelihood.
+    NaN marks a missing observation: a whole time point or some coordinates, any
+    pattern, with every method; missing values contribute nothing to the likelihood.
 
     Shapes
     ------
@@ -162,8 +168,10 @@ class StateSpace(Distribution):
     Examples
     --------
     >>> import jax, jax.numpy as jnp, numpyro.distributions as dist, sdeppl as sp
-    >>> model = sp.StateSpace(sp.OU(0.5, 1.0, 0.3), jnp.arange(5.0), x0=dist.Normal(0.0, 1.0),
-    ...                       obs=sp.LinearGaussian(H=1.0, R=0.05**2), method="kalman")
+    >>> model = sp.StateSpace(sp.OU(0.5, 1.0, 0.3), jnp.arange(5.0),
+    ...                       x0=dist.Normal(0.0, 1.0),
+    ...                       obs=sp.LinearGaussian(H=1.0, R=0.05**2),
+    ...                       method="kalman")
     >>> y = model.sample(jax.random.key(0))
     >>> y.shape, model.log_prob(y).shape
     ((5,), ())
@@ -200,9 +208,11 @@ class StateSpace(Distribution):
             )
         if not isinstance(obs, LinearGaussian | GaussianObservation):
             raise TypeError(
-                "StateSpace: obs must be sp.LinearGaussian(H, R) or sp.GaussianObservation(h, R); got "
-                f"{type(obs).__name__}. Non-Gaussian observation models need a particle filter "
-                "(method='particle', sequential Monte Carlo), which sdeppl does not have yet."
+                "StateSpace: obs must be sp.LinearGaussian(H, R) or "
+                "sp.GaussianObservation(h, R); got "
+                f"{type(obs).__name__}. Non-Gaussian observation models need a "
+                "particle filter (method='particle', sequential Monte Carlo), which "
+                "sdeppl does not have yet."
             )
         if method not in METHODS:
             raise ValueError(
@@ -212,7 +222,8 @@ class StateSpace(Distribution):
             "exact" in sde.methods and isinstance(obs, LinearGaussian)
         ):
             raise ValueError(
-                "StateSpace: method='kalman' needs a linear SDE (sp.LinearSDE or sp.OU) and "
+                "StateSpace: method='kalman' needs a linear SDE (sp.LinearSDE or "
+                "sp.OU) and "
                 f"sp.LinearGaussian observations; got {type(sde).__name__} with "
                 f"{type(obs).__name__}. Use method='ekf' or 'ukf'."
             )
@@ -228,7 +239,8 @@ class StateSpace(Distribution):
         if isinstance(x0, Distribution):
             if len(x0.event_shape) > 1:
                 raise ValueError(
-                    f"StateSpace: x0 must have event shape () or (d,); got {x0.event_shape}."
+                    "StateSpace: x0 must have event shape () or (d,); "
+                    f"got {x0.event_shape}."
                 )
             state_shape, init_batch = tuple(x0.event_shape), tuple(x0.batch_shape)
         else:
@@ -239,13 +251,15 @@ class StateSpace(Distribution):
             )
             if jnp.ndim(x0) > 1:
                 raise ValueError(
-                    f"StateSpace: a fixed x0 must have shape () or (d,); got {jnp.shape(x0)}."
+                    "StateSpace: a fixed x0 must have shape () or (d,); "
+                    f"got {jnp.shape(x0)}."
                 )
             state_shape, init_batch = tuple(jnp.shape(x0)), ()
         self.sde, self.ts, self.x0, self.obs = sde, ts, x0, obs
         self.method, self.substeps = method, int(substeps)
         self._state_shape = state_shape
-        # the latent path's shapes and checks (drift/diffusion shapes, batch) come from Path
+        # the latent path's shapes and checks (drift/diffusion shapes, batch) come
+        # from Path
         path = self.latent_path()
         obs_dim, scalar_obs, obs_batch = self._check_obs(path.batch_shape)
         self._obs_dim, self._scalar_obs = obs_dim, scalar_obs
@@ -255,7 +269,7 @@ class StateSpace(Distribution):
             batch_shape=tuple(batch), event_shape=event, validate_args=validate_args
         )
 
-    # -- structure -----------------------------------------------------------------------
+    # -- structure ---------------------------------------------------------------------
     @property
     def state_dim(self) -> int:
         return self._state_shape[0] if self._state_shape else 1
@@ -269,7 +283,8 @@ class StateSpace(Distribution):
         return constraints.independent(real_or_missing, self.event_dim)
 
     def latent_path(self) -> Path:
-        """The latent process as a :class:`~sdeppl.Path` (exact if linear, else Euler)."""
+        """The latent process as a :class:`~sdeppl.Path` (exact if linear, else
+        Euler)."""
         linear = "exact" in self.sde.methods
         return Path(
             self.sde,
@@ -280,7 +295,8 @@ class StateSpace(Distribution):
         )
 
     def _check_obs(self, path_batch):
-        """Observation dimension, scalar-observation flag and batch shape; checks shapes and R."""
+        """Observation dimension, scalar-observation flag and batch shape; checks
+        shapes and R."""
         d = self.state_dim
         obs = self.obs
         if isinstance(obs, LinearGaussian):
@@ -291,8 +307,9 @@ class StateSpace(Distribution):
                 k, scalar, h_batch = H.shape[-2], False, H.shape[:-2]
             else:
                 raise ValueError(
-                    f"StateSpace: the observation matrix H must have shape (k, {d}) (or ({d},) for one "
-                    f"observed value per time) for a {d}-dimensional state; got {H.shape}."
+                    f"StateSpace: the observation matrix H must have shape (k, {d}) "
+                    f"(or ({d},) for one observed value per time) for a "
+                    f"{d}-dimensional state; got {H.shape}."
                 )
         else:
             probe = jax.ShapeDtypeStruct(
@@ -302,7 +319,8 @@ class StateSpace(Distribution):
                 out = jax.eval_shape(obs.h, probe).shape
             except Exception as e:
                 raise ValueError(
-                    f"StateSpace: calling h(x) with x of shape {probe.shape} failed: {e}"
+                    f"StateSpace: calling h(x) with x of shape {probe.shape} "
+                    f"failed: {e}"
                 ) from e
             if len(out) == len(path_batch):
                 k, scalar, h_batch = 1, True, out
@@ -311,7 +329,8 @@ class StateSpace(Distribution):
         R = obs.R
         if R.ndim >= 2 and R.shape[-2:] != (k, k):
             raise ValueError(
-                f"StateSpace: the noise covariance R must have shape ({k}, {k}) or be a scalar; got {R.shape}."
+                f"StateSpace: the noise covariance R must have shape ({k}, {k}) or be "
+                f"a scalar; got {R.shape}."
             )
         if is_concrete(R):
             Rm = np.asarray(R, dtype=float)
@@ -320,13 +339,18 @@ class StateSpace(Distribution):
             if not sym or np.any(
                 np.linalg.eigvalsh(0.5 * (Rm + np.swapaxes(Rm, -1, -2))) <= 0
             ):
+                eigenvalues = (
+                    np.linalg.eigvalsh(0.5 * (Rm + np.swapaxes(Rm, -1, -2)))
+                    .round(6)
+                    .tolist()
+                )
                 raise ValueError(
-                    "StateSpace: the observation noise covariance R must be symmetric positive definite; "
-                    f"got eigenvalues {np.linalg.eigvalsh(0.5 * (Rm + np.swapaxes(Rm, -1, -2))).round(6).tolist()}."
+                    "StateSpace: the observation noise covariance R must be symmetric "
+                    f"positive definite; got eigenvalues {eigenvalues}."
                 )
         return k, scalar, tuple(h_batch)
 
-    # -- internal pieces -----------------------------------------------------------------
+    # -- internal pieces ---------------------------------------------------------------
     def _fields(self):
         return self.sde.fields(self.scalar_state)
 
@@ -350,7 +374,8 @@ class StateSpace(Distribution):
         return H[None, :] if H.ndim == 1 else H
 
     def _obs_parts(self, dtype):
-        """``(observe, R)`` on internal ``(*batch, d)`` states and ``(*batch, k)`` observations."""
+        """``(observe, R)`` on internal ``(*batch, d)`` states and ``(*batch, k)``
+        observations."""
         k = self._obs_dim
         R = self.obs.R.astype(dtype)
         R = R * jnp.eye(k, dtype=dtype) if R.ndim < 2 else R
@@ -373,7 +398,8 @@ class StateSpace(Distribution):
         return unscented_predict(fields.drift, fields.diffusion, self.substeps)
 
     def _filter(self, value):
-        """Run the filter on ``value`` ``(*lead, T[, k])``; results have lead dims flattened."""
+        """Run the filter on ``value`` ``(*lead, T[, k])``; results have lead dims
+        flattened."""
         y = jnp.asarray(value, dtype=self.ts.dtype)
         y = y[..., None] if self._scalar_obs else y
         lead = jnp.broadcast_shapes(y.shape[:-2], self.batch_shape)
@@ -397,7 +423,7 @@ class StateSpace(Distribution):
 
         return jax.vmap(one)(flat), extra
 
-    # -- distribution API ----------------------------------------------------------------
+    # -- distribution API --------------------------------------------------------------
     def log_prob(self, value):
         result, extra = self._filter(value)
         lp = result.log_likelihood.reshape(extra + self.batch_shape)
@@ -423,11 +449,11 @@ class StateSpace(Distribution):
         y = y_hat + eps
         return y[..., 0] if self._scalar_obs else y
 
-    # -- time-series protocol (used by sdeppl.fit) --------------------------------------
+    # -- time-series protocol (used by sdeppl.fit) -------------------------------------
     value_dim_name = "obs"
 
     def pointwise_log_prob(self, value):
-        """Per-time terms $\log p(y_k \mid y_{0:k-1})$ of ``log_prob``, shape
+        r"""Per-time terms $\log p(y_k \mid y_{0:k-1})$ of ``log_prob``, shape
         ``(..., T)``; a missing time point holds 0."""
         result, extra = self._filter(value)
         terms = jnp.moveaxis(result.log_likelihood_terms, 1, -1)  # (N, *batch, T)
@@ -435,15 +461,17 @@ class StateSpace(Distribution):
         return jnp.where(jnp.isnan(terms), -jnp.inf, terms)
 
     def informative_mask(self, value) -> np.ndarray:
-        """``(T,)`` mask of time points with at least one observed value (concrete data)."""
+        """``(T,)`` mask of time points with at least one observed value (concrete
+        data)."""
         y = np.asarray(value, dtype=float)
         y = y[..., None] if self._scalar_obs else y
         observed = ~np.isnan(y).all(axis=-1)
         return observed.reshape(-1, observed.shape[-1]).any(axis=0)
 
     def one_step_sample(self, key, value):
-        """Draws of each $y_k$ from its one-step-ahead predictive $p(y_k \mid y_{0:k-1})$
-        (the filter's predicted observation plus noise); same shape as ``value``."""
+        r"""Draws of each $y_k$ from its one-step-ahead predictive
+        $p(y_k \mid y_{0:k-1})$ (the filter's predicted observation plus noise); same
+        shape as ``value``."""
         result, extra = self._filter(value)
         observe, R = self._obs_parts(self.ts.dtype)
         y_hat, s0, _, _ = observe(result.predicted_mean, result.predicted_cov)
@@ -462,19 +490,29 @@ class StateSpace(Distribution):
         key_x, key_path, key_eps = jax.random.split(key, 3)
         result, extra = self._filter(value)
         m_last, p_last = result.filtered_mean[:, -1], result.filtered_cov[:, -1]
-        chol = jnp.linalg.cholesky(p_last + 1e-12 * jnp.eye(self.state_dim, dtype=p_last.dtype))
-        x_last = m_last + jnp.einsum("...ij,...j->...i", chol, jax.random.normal(key_x, m_last.shape, m_last.dtype))
+        chol = jnp.linalg.cholesky(
+            p_last + 1e-12 * jnp.eye(self.state_dim, dtype=p_last.dtype)
+        )
+        x_last = m_last + jnp.einsum(
+            "...ij,...j->...i",
+            chol,
+            jax.random.normal(key_x, m_last.shape, m_last.dtype),
+        )
         x_last = x_last.reshape(extra + x_last.shape[1:])
         start = x_last[..., 0, None] if self.scalar_state else x_last[..., None, :]
         x = self.latent_path().forecast(key_path, start, future_ts)  # a length-1 "path"
         x = x[..., None] if self.scalar_state else x
         y_hat = self._observation_mean(x)
         _, R = self._obs_parts(x.dtype)
-        eps = jnp.einsum("...ij,...j->...i", jnp.linalg.cholesky(R), jax.random.normal(key_eps, y_hat.shape, y_hat.dtype))
+        eps = jnp.einsum(
+            "...ij,...j->...i",
+            jnp.linalg.cholesky(R),
+            jax.random.normal(key_eps, y_hat.shape, y_hat.dtype),
+        )
         y = y_hat + eps
         return y[..., 0] if self._scalar_obs else y
 
-    # -- smoothing and latent draws ------------------------------------------------------
+    # -- smoothing and latent draws ----------------------------------------------------
     def filter(self, value):
         """Filtered means ``(..., T, d)`` and covariances ``(..., T, d, d)``."""
         result, extra = self._filter(value)
@@ -483,7 +521,8 @@ class StateSpace(Distribution):
         )
 
     def smooth(self, value):
-        """Smoothed means ``(..., T, d)`` and covariances ``(..., T, d, d)`` (RTS smoother)."""
+        """Smoothed means ``(..., T, d)`` and covariances ``(..., T, d, d)`` (RTS
+        smoother)."""
         result, extra = self._filter(value)
         means, covs = jax.vmap(rts_smoother)(result)
         return self._unflatten(means, extra), self._unflatten(covs, extra)

@@ -2,10 +2,10 @@ r"""Continuous–discrete Gaussian filters and smoothers: Kalman, extended, unsc
 
 State-space model: a latent SDE $dX_t = f(t, X_t)\,dt + g(t, X_t)\,dW_t$ observed at
 times $t_0 < \dots < t_{T-1}$ through $y_k = h(X_{t_k}) + \varepsilon_k$,
-$\varepsilon_k \sim N(0, R)$, with $X_{t_0} \sim N(m_0, P_0)$. A Gaussian filter carries
-$N(m_k, P_k)$; between observations it *predicts* (moves the moments to the next time) and
-at each observation it *updates* (conditions on $y_k$), accumulating the marginal
-log-likelihood $\log p(y_{0:T-1}) = \sum_k \log N(y_k;\ \hat y_k, S_k)$.
+$\varepsilon_k \sim N(0, R)$, with $X_{t_0} \sim N(m_0, P_0)$. A Gaussian filter
+carries $N(m_k, P_k)$; between observations it *predicts* (moves the moments to the
+next time) and at each observation it *updates* (conditions on $y_k$), accumulating
+the marginal log-likelihood $\log p(y_{0:T-1}) = \sum_k \log N(y_k;\ \hat y_k, S_k)$.
 
 Prediction:
 
@@ -15,15 +15,15 @@ Prediction:
   $\dot P = J P + P J^\top + g g^\top(t, m)$, $J = \partial_x f(t, m)$, integrated by
   classical Runge–Kutta (RK4) with ``num_substeps`` equal steps per gap;
 - unscented (cubature, $2d$ points $m \pm \sqrt d\,\mathrm{chol}(P)_i$, equal weights):
-  $\dot m = \bar f$, $\dot P = C_{fx} + C_{fx}^\top + \overline{g g^\top}$ with sigma-point
-  averages (Särkkä 2007), also by RK4.
+  $\dot m = \bar f$, $\dot P = C_{fx} + C_{fx}^\top + \overline{g g^\top}$ with
+  sigma-point averages (Särkkä 2007), also by RK4.
 
 Alongside, a transition matrix $\Phi$ of the (statistically) linearised dynamics
 ($\dot\Phi = A\Phi$, $A = J$ or $C_{fx} P^{-1}$) is carried for the smoother.
 
 Update (linear $H$, linearised $H = \partial h(m)$, or sigma points): innovation
-covariance $S = H P H^\top + R$, gain $K = P H^\top S^{-1}$; the covariance update uses the
-Joseph form $(I - KH) P (I - KH)^\top + K R K^\top$ when an $H$ exists (stable and
+covariance $S = H P H^\top + R$, gain $K = P H^\top S^{-1}$; the covariance update uses
+the Joseph form $(I - KH) P (I - KH)^\top + K R K^\top$ when an $H$ exists (stable and
 symmetric positive semi-definite), and $P - K S K^\top$ (symmetrised) otherwise.
 
 Missing values: ``mask`` marks observed components. A missing component gets a zero row
@@ -137,7 +137,8 @@ def _diffusion_cov(diffusion: Diffusion, t, x):
 
 
 def extended_predict(drift, diffusion: Diffusion, num_substeps: int):
-    """Extended (linearised) moment equations integrated by RK4; see the module docstring."""
+    """Extended (linearised) moment equations integrated by RK4; see the module
+    docstring."""
 
     def rhs(t, state):
         m, p, phi = state
@@ -155,7 +156,8 @@ def extended_predict(drift, diffusion: Diffusion, num_substeps: int):
 
 
 def sigma_points(mean, cov):
-    r"""Cubature points $m \pm \sqrt d\,L e_i$, shape ``(2d, *batch, d)``, equal weights."""
+    r"""Cubature points $m \pm \sqrt d\,L e_i$, shape ``(2d, *batch, d)``, equal
+    weights."""
     d = mean.shape[-1]
     chol = jnp.linalg.cholesky(_sym(cov) + 1e-12 * jnp.eye(d, dtype=cov.dtype))
     cols = jnp.moveaxis(chol, -1, 0) * math.sqrt(d)  # (d, *batch, d)
@@ -189,7 +191,8 @@ def unscented_predict(drift, diffusion: Diffusion, num_substeps: int):
 
 # --------------------------------------------------------------------------- observe
 def linear_observe(h_matrix):
-    """``observe(m, P) -> (y_hat, H P H^T, P H^T, H)`` for a linear observation ``H``."""
+    """``observe(m, P) -> (y_hat, H P H^T, P H^T, H)`` for a linear observation
+    ``H``."""
 
     def observe(mean, cov):
         return (
@@ -243,14 +246,19 @@ def gaussian_update(mean, cov, y, mask, observe, obs_cov):
     s = _sym(s0 * outer + r_eff)
     cross = cross * maskf[..., None, :]
     resid = jnp.where(mask, y - y_hat, 0.0)
-    chol = jnp.linalg.cholesky(s)
-    z = solve_triangular(chol, resid[..., None], lower=True)[..., 0]
+    if k == 1:  # one observed value: scalar arithmetic, no LAPACK calls (which cost
+        chol = jnp.sqrt(s)  # more than the rest of a small filter step)
+        z = resid / chol[..., 0]
+        gain = cross / s  # (*batch, d, 1) / (*batch, 1, 1)
+    else:
+        chol = jnp.linalg.cholesky(s)
+        z = solve_triangular(chol, resid[..., None], lower=True)[..., 0]
+        gain = _t(cho_solve((chol, True), _t(cross)))  # (*batch, d, k)
     log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
     num_missing = jnp.sum(1.0 - maskf, axis=-1)
     loglik = (
         -0.5 * jnp.sum(z * z, axis=-1) - log_det - 0.5 * (k - num_missing) * _LOG_2PI
     )
-    gain = _t(cho_solve((chol, True), _t(cross)))  # (*batch, d, k)
     new_mean = mean + _mv(gain, resid)
     if h_matrix is not None:
         a = jnp.eye(mean.shape[-1], dtype=mean.dtype) - gain @ (
@@ -284,8 +292,12 @@ def gaussian_filter(ts, ys, mask, m0, p0, predict, observe, obs_cov) -> FilterRe
         return (m_new, p_new), (m_new, p_new, m_pred, p_pred, phi, ll)
 
     num = ts.shape[0] - 1
+    # rematerialising the small step in the backward pass is cheaper than storing its
+    # intermediates for every time point (about 2x faster value-and-gradient)
     _, (ms, ps, mps, pps, phis, lls) = jax.lax.scan(
-        step, (m, p), (jnp.arange(num), ts[:-1], ts[1:], ys[1:], mask[1:])
+        jax.checkpoint(step),
+        (m, p),
+        (jnp.arange(num), ts[:-1], ts[1:], ys[1:], mask[1:]),
     )
     cat = lambda first, rest: jnp.concatenate([first[None], rest], axis=0)  # noqa: E731
     terms = cat(ll0, lls)
@@ -301,7 +313,8 @@ def gaussian_filter(ts, ys, mask, m0, p0, predict, observe, obs_cov) -> FilterRe
 
 
 def rts_smoother(result: FilterResult):
-    r"""Rauch–Tung–Striebel smoother: ``(means (T, *batch, d), covs (T, *batch, d, d))``.
+    r"""Rauch–Tung–Striebel smoother:
+    ``(means (T, *batch, d), covs (T, *batch, d, d))``.
 
     Uses the filter's transition matrices $\Phi_k$ (exact for linear SDEs, linearised
     otherwise): $G_k = P_k \Phi_k^\top (P^-_{k+1})^{-1}$.

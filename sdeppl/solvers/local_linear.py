@@ -50,7 +50,8 @@ def batched_jacobian(fn, x):
 
 
 def drift_jacobian(drift, t, x):
-    r"""$\partial_x f(t, x)$, shape ``(*batch, d, d)`` (rows: outputs, columns: inputs)."""
+    r"""$\partial_x f(t, x)$, shape ``(*batch, d, d)`` (rows: outputs, columns:
+    inputs)."""
     return batched_jacobian(lambda y: jnp.broadcast_to(drift(t, y), x.shape), x)
 
 
@@ -92,9 +93,9 @@ def local_linear_moments(drift, diffusion: Diffusion, t0, t1, x0):
 def _scalar_moments(f0, jac, c, var_rate, h, x0):
     r"""Closed form of the scalar local-linear transition.
 
-    With $z = J h$: mean $x_0 + h\,arphi_1(z) f_0 + h^2 arphi_2(z)\,c$ and variance
-    $h\,arphi_1(2z)\,g^2$, where $arphi_1(z) = (e^z - 1)/z$ and
-    $arphi_2(z) = (e^z - 1 - z)/z^2$ (series near $z = 0$). Returns a ``"tril"``
+    With $z = J h$: mean $x_0 + h\,\varphi_1(z) f_0 + h^2 \varphi_2(z)\,c$ and variance
+    $h\,\varphi_1(2z)\,g^2$, where $\varphi_1(z) = (e^z - 1)/z$ and
+    $\varphi_2(z) = (e^z - 1 - z)/z^2$ (series near $z = 0$). Returns a ``"tril"``
     scale of shape ``(*batch, 1, 1)``.
     """
     z = jac * h

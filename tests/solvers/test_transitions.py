@@ -1,5 +1,6 @@
 """Layer-1 transition densities against SciPy and closed forms."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
@@ -54,7 +55,7 @@ def test_affine_discretisation_matches_scipy_quadrature():
     )
     np.testing.assert_allclose(tr.phi, phi, rtol=1e-12)
     np.testing.assert_allclose(tr.shift, shift, rtol=1e-6)
-    np.testing.assert_allclose(tr.chol @ tr.chol.T, q, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(tr.cov, q, rtol=1e-6, atol=1e-12)
 
 
 def test_linear_exact_with_singular_drift_matrix():
@@ -63,4 +64,67 @@ def test_linear_exact_with_singular_drift_matrix():
         jnp.zeros((2, 2)), jnp.array([1.0, -1.0]), jnp.eye(2) * 0.25, 2.0
     )
     np.testing.assert_allclose(tr.shift, [2.0, -2.0], atol=1e-12)
-    np.testing.assert_allclose(tr.chol @ tr.chol.T, 0.5 * np.eye(2), atol=1e-12)
+    np.testing.assert_allclose(tr.cov, 0.5 * np.eye(2), atol=1e-12)
+
+
+def test_expm_matches_scipy_over_a_range_of_norms():
+    """Batched Taylor + squaring exponential against scipy: tiny, moderate, large and
+    stiff generators, non-normal ones included, in one batch."""
+    from sdeppl.solvers.linear import expm
+
+    rng = np.random.default_rng(3)
+    mats = [
+        rng.standard_normal((5, 5)) * scale for scale in (1e-8, 0.1, 1.0, 7.0, 60.0)
+    ]
+    mats.append(np.array([[-300.0, 500.0, 0.0], [0.0, -0.01, 1.0], [0.0, 0.0, -3.0]]))
+    mats.append(np.zeros((3, 3)))
+    for m in mats:
+        np.testing.assert_allclose(
+            expm(jnp.asarray(m)), scipy.linalg.expm(m), rtol=1e-11, atol=1e-13
+        )
+    batch = np.stack([rng.standard_normal((4, 4)) * s for s in (0.01, 2.0, 30.0)])
+    ref = np.stack([scipy.linalg.expm(m) for m in batch])
+    np.testing.assert_allclose(expm(jnp.asarray(batch)), ref, rtol=1e-11, atol=1e-13)
+    assert np.isnan(expm(jnp.eye(2) * 5e3)).all()  # beyond 2^10: NaN, not garbage
+
+
+def test_discretisation_does_not_depend_on_the_scale_of_the_noise():
+    """A large diffusion rate or offset must not cost accuracy or give NaN (the Van
+    Loan generator is balanced before the exponential)."""
+    A = np.array([[-0.5]])
+    for var in (1e-6, 1.0, 1e4, 1e8):
+        tr = affine_discretisation(
+            jnp.asarray(A), jnp.array([var]), jnp.array([[var]]), 1.0
+        )
+        np.testing.assert_allclose(tr.cov[0, 0], var * (1 - np.exp(-1.0)), rtol=1e-12)
+        np.testing.assert_allclose(tr.shift[0], var * 2 * (1 - np.exp(-0.5)), rtol=1e-12)
+
+
+def test_expm_gradient_matches_jax_scipy():
+    from jax.scipy.linalg import expm as jexpm
+
+    from sdeppl.solvers.linear import expm
+
+    m = jnp.asarray(np.random.default_rng(4).standard_normal((4, 4)) * 3.0)
+    w = jnp.asarray(np.random.default_rng(5).standard_normal((4, 4)))
+    ours = jax.grad(lambda a: jnp.sum(w * expm(a)))(m)
+    ref = jax.grad(lambda a: jnp.sum(w * jexpm(a)))(m)
+    np.testing.assert_allclose(ours, ref, rtol=1e-9)
+
+
+def test_affine_discretisation_vectorised_over_gaps():
+    A = np.array([[0.0, 1.0], [-2.0, -0.3]])
+    LLt = np.diag([0.0, 0.25])
+    b = np.array([0.3, 0.0])
+    dts = np.array([0.01, 0.3, 2.0, 25.0])
+    tr = affine_discretisation(
+        jnp.asarray(A), jnp.asarray(b), jnp.asarray(LLt), jnp.asarray(dts)
+    )
+    for i, dt in enumerate(dts):
+        one = affine_discretisation(
+            jnp.asarray(A), jnp.asarray(b), jnp.asarray(LLt), dt
+        )
+        np.testing.assert_allclose(
+            tr.phi[i], scipy.linalg.expm(A * dt), rtol=1e-10, atol=1e-14
+        )
+        np.testing.assert_allclose(tr.cov[i], one.cov, rtol=1e-12, atol=1e-15)

@@ -1,0 +1,141 @@
+"""OU-KF with NUTS: the latent path integrated out (Kalman) against the latent path sampled
+(non-centred HMC), same data, same priors, same sampler (../shared/BENCHMARKS.md).
+
+Data: ``problems.ou_kf_data()`` -- OU theta=0.5, mu=1, sigma=0.3, x0=0 (known), 1000
+points, dt=0.1, observed with Gaussian noise sd 0.05 (known). Priors theta ~
+HalfNormal(1), mu ~ Normal(0, 2), sigma ~ HalfNormal(1).
+
+- ``kalman``: ``sp.StateSpace(sp.OU(...), ts, x0=0, obs=sp.LinearGaussian(1, 0.05**2))``,
+  three parameters for NUTS.
+- ``latent``: ``x = sample("x", sp.Path(sp.OU(...), ts, x0=0, method="exact"))`` (its
+  999 Brownian increments are the latent variables, non-centred by default) and
+  ``y ~ Normal(x, 0.05)``: 1002 parameters for NUTS.
+
+Both through ``sp.fit`` (default BlackJAX NUTS, 2 chains x 1000 warm-up x 1000 draws,
+chains on 2 host devices), each in a fresh process with an empty compilation cache. Metric:
+min bulk ESS over (theta, mu, sigma) per wall second of ``sp.fit`` (compile included).
+
+Usage: python benchmarks/ou_kf_nuts.py [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def worker(name: str, seed: int) -> dict:
+    import time
+
+    import numpyro
+
+    numpyro.set_host_device_count(2)
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import arviz as az
+    import jax.numpy as jnp
+    import numpyro.distributions as dist
+    from problems import ou_kf_data
+
+    import sdeppl as sp
+
+    ts, ys = ou_kf_data()
+    ts, ys = jnp.asarray(ts), jnp.asarray(ys)
+
+    def priors():
+        theta = numpyro.sample("theta", dist.HalfNormal(1.0))
+        mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        return sp.OU(theta, mu, sigma)
+
+    def kalman(ts, y=None):
+        obs = sp.LinearGaussian(1.0, 0.05**2)
+        numpyro.sample("y", sp.StateSpace(priors(), ts, x0=0.0, obs=obs), obs=y)
+
+    def latent(ts, y=None):
+        x = numpyro.sample("x", sp.Path(priors(), ts, x0=0.0, method="exact"))
+        numpyro.sample("y", dist.Normal(x, 0.05).to_event(1), obs=y)
+
+    model = {"kalman": kalman, "latent": latent}[name]
+    start = time.perf_counter()
+    fit = sp.fit(
+        model,
+        ts,
+        y=ys,
+        chains=2,
+        warmup=1000,
+        samples=1000,
+        seed=seed,
+        progress=False,
+        log_likelihood=False,
+    )
+    wall = time.perf_counter() - start
+    ess = az.ess(fit.idata, var_names=["theta", "mu", "sigma"], method="bulk")
+    post = fit.idata.posterior
+    return {
+        "name": name,
+        "seed": seed,
+        "wall_s": wall,
+        "min_bulk_ess": float(min(ess[v].item() for v in ("theta", "mu", "sigma"))),
+        "means": {v: float(post[v].mean()) for v in ("theta", "mu", "sigma")},
+        "sds": {v: float(post[v].std()) for v in ("theta", "mu", "sigma")},
+        "divergences": int(fit.idata.sample_stats["diverging"].sum()),
+    }
+
+
+def run_worker(name: str, seed: int) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(HERE)
+    with tempfile.TemporaryDirectory() as cache:
+        env["SDEPPL_COMPILATION_CACHE"] = cache
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", name, "--seed", str(seed)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--worker")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.seed)))
+        return
+    rows = [run_worker(n, s) for s in range(args.repeats) for n in ("kalman", "latent")]
+    summary = {}
+    for name in ("kalman", "latent"):
+        mine = [r for r in rows if r["name"] == name]
+        summary[name] = {
+            "ess_per_s": statistics.median(
+                r["min_bulk_ess"] / r["wall_s"] for r in mine
+            ),
+            "wall_s": statistics.median(r["wall_s"] for r in mine),
+            "min_bulk_ess": statistics.median(r["min_bulk_ess"] for r in mine),
+        }
+        print(name, json.dumps(summary[name]), flush=True)
+    ratio = summary["kalman"]["ess_per_s"] / summary["latent"]["ess_per_s"]
+    print(f"kalman / latent ESS/s: {ratio:.1f}x")
+    out = HERE / "results" / "ou_kf_nuts.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps({"runs": rows, "summary": summary, "ratio": ratio}, indent=1)
+    )
+
+
+if __name__ == "__main__":
+    main()
