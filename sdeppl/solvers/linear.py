@@ -126,6 +126,7 @@ def affine_discretisation(a, b, cov_rate, dt, c=None) -> AffineTransition:
     if c is not None:
         batch = jnp.broadcast_shapes(batch, c.shape[:-1])
     k = d + 1 if c is None else d + 2  # size of the augmented generator G
+
     def bt(x, shape):
         return jnp.broadcast_to(x, batch + shape)
 
