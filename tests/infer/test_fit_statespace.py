@@ -71,3 +71,12 @@ def test_report_shows_latent_path(kalman_fit, tmp_path):
 def test_ekf_ukf_inside_a_model(method, data):
     fit = sp.fit(ou_kf, TS[:100], y=data[:100], method="blackjax", chains=1, warmup=200, samples=200, seed=0, progress=False, model_kwargs={"method": method}, log_likelihood=False, latent_paths=False)
     assert np.isfinite(fit.idata.posterior["theta"].values).all()
+
+
+def test_latent_draws_do_not_grade_the_run(kalman_fit):
+    """R-hat/ESS judge the sampled parameters; the FFBS latent draws are derived."""
+    from sdeppl.diagnostics.checks import _checked_vars
+
+    assert "y_latent" in kalman_fit.idata.posterior
+    assert set(_checked_vars(kalman_fit.idata)) == {"theta", "mu", "sigma"}
+    assert "y_latent" not in kalman_fit.diagnostics().to_string()
