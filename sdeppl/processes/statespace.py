@@ -163,7 +163,8 @@ class StateSpace(Distribution):
     Shapes
     ------
     ``value``: ``(*sample, *batch, T, k)``, or ``(*sample, *batch, T)`` for one observed
-    value per time; ``log_prob``: ``(*sample, *batch)``; latent states ``(..., T, d)``.
+    value per time; ``log_prob``: ``(*sample, *batch)``; latent states
+    ``(..., T, *state)`` (``(..., T)`` for a scalar state).
 
     Examples
     --------
@@ -514,18 +515,23 @@ class StateSpace(Distribution):
 
     # -- smoothing and latent draws ----------------------------------------------------
     def filter(self, value):
-        """Filtered means ``(..., T, d)`` and covariances ``(..., T, d, d)``."""
+        """Filtered means ``(..., T, *state)`` and covariances ``(..., T, d, d)``
+        (variances ``(..., T)`` for a scalar state)."""
         result, extra = self._filter(value)
-        return self._unflatten(result.filtered_mean, extra), self._unflatten(
-            result.filtered_cov, extra
-        )
+        return self._moments(result.filtered_mean, result.filtered_cov, extra)
 
     def smooth(self, value):
-        """Smoothed means ``(..., T, d)`` and covariances ``(..., T, d, d)`` (RTS
-        smoother)."""
+        """Smoothed means ``(..., T, *state)`` and covariances ``(..., T, d, d)``
+        (variances ``(..., T)`` for a scalar state); RTS smoother."""
         result, extra = self._filter(value)
         means, covs = jax.vmap(rts_smoother)(result)
-        return self._unflatten(means, extra), self._unflatten(covs, extra)
+        return self._moments(means, covs, extra)
+
+    def _moments(self, means, covs, extra):
+        means, covs = self._unflatten(means, extra), self._unflatten(covs, extra)
+        if self.scalar_state:
+            return means[..., 0], covs[..., 0, 0]
+        return means, covs
 
     def sample_latent(self, key, value):
         """One draw of the latent path given the observations (forward filtering,

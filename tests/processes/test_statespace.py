@@ -263,21 +263,19 @@ def test_smoother_and_latent_draws():
     )
     y = x + 0.3 * jax.random.normal(jax.random.key(8), x.shape)
     means, covs = model.smooth(y)
-    assert means.shape == (60, 1) and covs.shape == (60, 1, 1)
+    assert means.shape == (60,) and covs.shape == (60,)  # shapes follow the state
     draws = jax.vmap(lambda k: model.sample_latent(k, y))(
         jax.random.split(jax.random.key(9), 4000)
     )
     assert draws.shape == (4000, 60)
     np.testing.assert_allclose(
         draws.mean(0),
-        means[:, 0],
+        means,
         atol=4 * float(jnp.sqrt(covs.max())) / np.sqrt(4000) * 1.5,
     )
-    np.testing.assert_allclose(draws.var(0), covs[:, 0, 0], rtol=0.15)
+    np.testing.assert_allclose(draws.var(0), covs, rtol=0.15)
     filtered, _ = model.filter(y)
-    assert float(jnp.mean((means[:, 0] - x) ** 2)) < float(
-        jnp.mean((filtered[:, 0] - x) ** 2)
-    )
+    assert float(jnp.mean((means - x) ** 2)) < float(jnp.mean((filtered - x) ** 2))
 
 
 def test_batch_and_sample_shapes():
