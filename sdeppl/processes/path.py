@@ -218,6 +218,7 @@ class Path(Distribution):
     def _infer_shapes(self, init_batch):
         """Batch shape and noise dimension from probing the user closures (no FLOPs)."""
         sde, t0 = self.sde, self.ts[0]
+        sde.fields(self.scalar_state)  # the SDE's own checks of the state first
         probe = jax.ShapeDtypeStruct(init_batch + self._state_shape, self.ts.dtype)
         shapes = {}
         for name in ("drift", "diffusion"):

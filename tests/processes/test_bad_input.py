@@ -102,3 +102,5 @@ def test_other_arguments():
         sp.LinearSDE(jnp.eye(2), jnp.ones((3, 1)))
     with pytest.raises(ValueError, match="infinite values"):
         sp.Path(SDE, TS, x0=0.0).log_prob(jnp.full(6, jnp.inf))
+    with pytest.raises(ValueError, match="LinearSDE: the state must be a vector"):
+        sp.Path(sp.LinearSDE(jnp.zeros((1, 1)), jnp.ones((1, 1))), TS, x0=0.0)
