@@ -42,3 +42,11 @@ class CompileSpans:
         if cur_end is not None:
             total += cur_end - cur_start
         return total
+
+
+def min_bulk_ess(idata, names=("theta", "mu", "sigma")) -> float:
+    """Smallest bulk ESS over the named posterior variables (the benchmarks' metric)."""
+    import arviz as az
+
+    ess = az.ess(idata, var_names=list(names), method="bulk")
+    return float(min(ess[v].item() for v in names))

@@ -41,9 +41,9 @@ def worker(name: str, seed: int) -> dict:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    import arviz as az
     import jax.numpy as jnp
     import numpyro.distributions as dist
+    from _timing import min_bulk_ess
     from problems import ou_kf_data
 
     import sdeppl as sp
@@ -79,13 +79,12 @@ def worker(name: str, seed: int) -> dict:
         log_likelihood=False,
     )
     wall = time.perf_counter() - start
-    ess = az.ess(fit.idata, var_names=["theta", "mu", "sigma"], method="bulk")
     post = fit.idata.posterior
     return {
         "name": name,
         "seed": seed,
         "wall_s": wall,
-        "min_bulk_ess": float(min(ess[v].item() for v in ("theta", "mu", "sigma"))),
+        "min_bulk_ess": min_bulk_ess(fit.idata),
         "means": {v: float(post[v].mean()) for v in ("theta", "mu", "sigma")},
         "sds": {v: float(post[v].std()) for v in ("theta", "mu", "sigma")},
         "divergences": int(fit.idata.sample_stats["diverging"].sum()),

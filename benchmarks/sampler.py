@@ -55,12 +55,12 @@ def worker(name: str, seed: int) -> dict:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    import arviz as az
     import numpyro.distributions as dist
 
     import sdeppl as sp
 
     sys.path.insert(0, str(HERE))
+    from _timing import min_bulk_ess
     from problems import ou_nuts_data
 
     ts, xs = ou_nuts_data()
@@ -86,8 +86,7 @@ def worker(name: str, seed: int) -> dict:
         log_likelihood=False,
     )
     wall = time.perf_counter() - start
-    ess = az.ess(fit.idata, var_names=["theta", "mu", "sigma"], method="bulk")
-    min_ess = float(min(ess[v] for v in ("theta", "mu", "sigma")))
+    min_ess = min_bulk_ess(fit.idata)
     return {
         "impl": name,
         "wall_s": wall,
