@@ -21,18 +21,22 @@ The package is layered: :mod:`sdeppl.solvers` (pure JAX), :mod:`sdeppl.processes
 :mod:`sdeppl.infer` (backends, ``fit``), :mod:`sdeppl.report` and the ``sdeppl`` CLI.
 """
 
-from . import diagnostics as diagnostics
-from .infer import Fit as Fit
-from .infer import fit as fit
-from .infer import load as load
-from .processes import OU as OU
-from .processes import SDE as SDE
-from .processes import GaussianObservation as GaussianObservation
-from .processes import LinearGaussian as LinearGaussian
-from .processes import LinearSDE as LinearSDE
-from .processes import Path as Path
-from .processes import PathReparam as PathReparam
-from .processes import StateSpace as StateSpace
-from .processes import reparam_paths as reparam_paths
+from ._xla import tune_cpu_loops
+
+tune_cpu_loops()  # before JAX starts its backend; see sdeppl/_xla.py
+
+from . import diagnostics as diagnostics  # noqa: E402
+from .infer import Fit as Fit  # noqa: E402
+from .infer import fit as fit  # noqa: E402
+from .infer import load as load  # noqa: E402
+from .processes import OU as OU  # noqa: E402
+from .processes import SDE as SDE  # noqa: E402
+from .processes import GaussianObservation as GaussianObservation  # noqa: E402
+from .processes import LinearGaussian as LinearGaussian  # noqa: E402
+from .processes import LinearSDE as LinearSDE  # noqa: E402
+from .processes import Path as Path  # noqa: E402
+from .processes import PathReparam as PathReparam  # noqa: E402
+from .processes import StateSpace as StateSpace  # noqa: E402
+from .processes import reparam_paths as reparam_paths  # noqa: E402
 
 __version__ = "0.1.0"

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from ._xla import add_xla_flag
+
 
 def _use_all_cores() -> None:
     """Expose every CPU core as a JAX device so chains run in parallel (before JAX
@@ -25,8 +27,8 @@ def _use_all_cores() -> None:
             if hasattr(os, "sched_getaffinity")
             else os.cpu_count() or 1
         )
-        os.environ["XLA_FLAGS"] = (
-            f"{flags} --xla_force_host_platform_device_count={count}".strip()
+        os.environ["XLA_FLAGS"] = add_xla_flag(
+            flags, f"--xla_force_host_platform_device_count={count}"
         )
 
 

@@ -292,6 +292,7 @@ class LinearSDE(SDE):
                 f"LinearSDE: L must have shape (*batch, {d}, m) to match A {A.shape}; "
                 f"got {L.shape}."
             )
+        self.has_offset = b is not None  # static: no offset row in the Van Loan exp
         b = jnp.zeros(A.shape[:-1], A.dtype) if b is None else jnp.asarray(b)
         if b.ndim < 1 or b.shape[-1] != d:
             raise ValueError(
@@ -307,13 +308,14 @@ class LinearSDE(SDE):
         return self.L
 
     def tree_flatten(self):
-        return (self.A, self.L, self.b), ()
+        return (self.A, self.L, self.b), (self.has_offset,)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         A, L, b = children
         obj = cls.__new__(cls)
         obj.A, obj.L, obj.b = A, L, b
+        (obj.has_offset,) = aux
         SDE.__init__(obj, obj._drift, obj._diffusion, noise="general", additive=True)
         return obj
 
@@ -330,16 +332,17 @@ class LinearSDE(SDE):
             return None
         cov_rate = jnp.einsum("...ik,...jk->...ij", self.L, self.L)
         num = t0s.shape[0]
+        b = self.b if self.has_offset else None
         step = uniform_step(t0s, t1s)
         if step is not None:  # one matrix exponential serves every gap
-            one = affine_discretisation(self.A, self.b, cov_rate, step)
+            one = affine_discretisation(self.A, b, cov_rate, step)
             return jax.tree_util.tree_map(
                 lambda a: jnp.broadcast_to(a, (num,) + a.shape), one
             )
         dts = jnp.asarray(t1s) - jnp.asarray(t0s)
         batch_ndim = len(jnp.broadcast_shapes(self.A.shape[:-2], self.b.shape[:-1]))
         return affine_discretisation(
-            self.A, self.b, cov_rate, dts.reshape(dts.shape + (1,) * batch_ndim)
+            self.A, b, cov_rate, dts.reshape(dts.shape + (1,) * batch_ndim)
         )
 
     def moments(self, method, fields, coef, t0, t1, x0):

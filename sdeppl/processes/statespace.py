@@ -18,6 +18,7 @@ from ..solvers.kalman import (
     extended_observe,
     extended_predict,
     gaussian_filter,
+    linear_log_likelihood,
     linear_observe,
     linear_predict,
     rts_smoother,
@@ -398,36 +399,79 @@ class StateSpace(Distribution):
             return extended_predict(fields.drift, fields.diffusion, self.substeps)
         return unscented_predict(fields.drift, fields.diffusion, self.substeps)
 
-    def _filter(self, value):
-        """Run the filter on ``value`` ``(*lead, T[, k])``; results have lead dims
-        flattened."""
+    def _prepared(self, value):
+        """``value`` ``(*lead, T[, k])`` as NaN-free ``(N, *batch, T, k)``
+        observations and mask (lead dims flattened), the lead dims beyond the batch,
+        and the prior moments ``m0 (*batch, d)``, ``P0 (*batch, d, d)``."""
         y = jnp.asarray(value, dtype=self.ts.dtype)
         y = y[..., None] if self._scalar_obs else y
         lead = jnp.broadcast_shapes(y.shape[:-2], self.batch_shape)
         y = jnp.broadcast_to(y, lead + y.shape[-2:])
-        nb = len(self.batch_shape)
-        extra = lead[: len(lead) - nb]
+        extra = lead[: len(lead) - len(self.batch_shape)]
         flat = y.reshape((-1,) + y.shape[len(extra) :])
+        mask = ~jnp.isnan(flat)
         m0, p0 = _gaussian_moments(self.x0, self.state_dim, y.dtype)
         m0 = jnp.broadcast_to(m0, self.batch_shape + (self.state_dim,))
         p0 = jnp.broadcast_to(p0, self.batch_shape + (self.state_dim,) * 2)
-        observe, R = self._obs_parts(y.dtype)
-        predict = self._predict(y.dtype)
+        return jnp.where(mask, flat, 0.0), mask, extra, m0, p0
+
+    def _filter(self, value):
+        """Run the filter on ``value`` ``(*lead, T[, k])``; results have lead dims
+        flattened."""
+        ys, masks, extra, m0, p0 = self._prepared(value)
+        observe, R = self._obs_parts(ys.dtype)
+        predict = self._predict(ys.dtype)
         ts = jnp.asarray(self.ts)
 
-        def one(y1):  # (*batch, T, k) -> FilterResult with time first
-            yt = jnp.moveaxis(y1, -2, 0)
-            mask = ~jnp.isnan(yt)
-            return gaussian_filter(
-                ts, jnp.where(mask, yt, 0.0), mask, m0, p0, predict, observe, R
-            )
+        def one(y1, mask1):  # (*batch, T, k) -> FilterResult with time first
+            yt, mt = jnp.moveaxis(y1, -2, 0), jnp.moveaxis(mask1, -2, 0)
+            return gaussian_filter(ts, yt, mt, m0, p0, predict, observe, R)
 
-        return jax.vmap(one)(flat), extra
+        return jax.vmap(one)(ys, masks), extra
+
+    def _linear_log_likelihood(self, value):
+        """``log_prob`` of a Kalman model by :func:`linear_log_likelihood` (hand-written
+        adjoint), vmapped over batch and lead dims."""
+        ys, masks, extra, m0, p0 = self._prepared(value)
+        dtype = ys.dtype
+        phi, shift, q = self.sde.discretise(
+            self._fields(), self.ts[:-1], self.ts[1:], self.state_dim
+        )
+        batch, d, k = self.batch_shape, self.state_dim, self._obs_dim
+
+        def per_batch(x, event, time_axis=False):
+            """Broadcast to ``batch`` and flatten it into one leading axis."""
+            if time_axis:  # (K, *b, *event) -> (*b, K, *event)
+                x = jnp.moveaxis(x, 0, x.ndim - len(event) - 1)
+                event = (x.shape[x.ndim - len(event) - 1],) + event
+            x = jnp.broadcast_to(x, batch + event)
+            return x.reshape((-1,) + event)
+
+        args = (
+            per_batch(phi, (d, d), True),
+            per_batch(shift, (d,), True),
+            per_batch(q, (d, d), True),
+            per_batch(self._obs_matrix(dtype), (k, d)),
+            per_batch(self._obs_parts(dtype)[1], (k, k)),
+        )
+        prior = (per_batch(m0, (d,)), per_batch(p0, (d, d)))
+        lead = ys.shape[0]
+        ys = ys.reshape((lead, -1) + ys.shape[-2:])
+        masks = masks.reshape(ys.shape)
+
+        def one(y1, mask1):  # (B, T, k) -> (B,)
+            return jax.vmap(linear_log_likelihood)(*args, y1, mask1, *prior)
+
+        lp = jax.vmap(one)(ys, masks)
+        return lp.reshape(extra + batch)
 
     # -- distribution API --------------------------------------------------------------
     def log_prob(self, value):
-        result, extra = self._filter(value)
-        lp = result.log_likelihood.reshape(extra + self.batch_shape)
+        if self.method == "kalman":
+            lp = self._linear_log_likelihood(value)
+        else:
+            result, extra = self._filter(value)
+            lp = result.log_likelihood.reshape(extra + self.batch_shape)
         return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
 
     def sample(self, key, sample_shape=()):

@@ -312,6 +312,173 @@ def gaussian_filter(ts, ys, mask, m0, p0, predict, observe, obs_cov) -> FilterRe
     )
 
 
+# ------------------------------------------------------ linear log-likelihood (adjoint)
+class _Update(NamedTuple):
+    """Intermediates of one linear update (see :func:`_linear_update_parts`)."""
+
+    h_e: jax.Array  # (k, d) H with missing rows zeroed
+    r_e: jax.Array  # (k, k) masked R, unit variance for missing components
+    resid: jax.Array  # (k,) v
+    cross: jax.Array  # (d, k) U = P^- H_e^T
+    s_inv: jax.Array  # (k, k)
+    alpha: jax.Array  # (k,) S^{-1} v
+    gain: jax.Array  # (d, k) U S^{-1}
+    log_det: jax.Array  # () half the log-determinant of S
+
+
+def _linear_update_parts(m_pred, p_pred, y, w, h, r) -> _Update:
+    """One linear-Gaussian update's intermediates; ``w`` ``(k,)`` is 1.0 where
+    observed, 0.0 where missing (``y`` holds 0 there)."""
+    k = y.shape[-1]
+    h_e = w[:, None] * h
+    r_e = (w[:, None] * w[None, :]) * r + jnp.diag(1.0 - w)
+    resid = w * (y - h @ m_pred)
+    cross = p_pred @ h_e.T
+    s = h_e @ cross + r_e
+    if k == 1:  # scalar arithmetic: no LAPACK call in the loop body
+        s_inv = 1.0 / s
+        log_det = 0.5 * jnp.log(s[0, 0])
+    else:
+        chol = jnp.linalg.cholesky(s)
+        s_inv = cho_solve((chol, True), jnp.eye(k, dtype=s.dtype))
+        log_det = jnp.sum(jnp.log(jnp.diagonal(chol)))
+    alpha = s_inv @ resid
+    return _Update(h_e, r_e, resid, cross, s_inv, alpha, cross @ s_inv, log_det)
+
+
+def _linear_update(m_pred, p_pred, y, w, h, r):
+    """Filtered ``(m, P)`` (Joseph form) and the log-likelihood term."""
+    u = _linear_update_parts(m_pred, p_pred, y, w, h, r)
+    mean = m_pred + u.cross @ u.alpha
+    a = jnp.eye(m_pred.shape[-1], dtype=m_pred.dtype) - u.gain @ u.h_e
+    cov = _sym(a @ p_pred @ a.T + u.gain @ u.r_e @ u.gain.T)
+    loglik = -0.5 * u.resid @ u.alpha - u.log_det - 0.5 * jnp.sum(w) * _LOG_2PI
+    return mean, cov, jnp.where(jnp.isfinite(u.log_det), loglik, -jnp.inf)
+
+
+def _linear_update_adjoint(m_pred, p_pred, y, w, h, r, m_bar, p_bar, g):
+    r"""Reverse-mode step of :func:`_linear_update`: from the adjoints $\bar m$,
+    $\bar P$ of the filtered moments and $g$ of the log-likelihood term to those of
+    $m^-$, $P^-$, $H$, $R$, $y$. With $U = P^- H^\top$, $\alpha = S^{-1}v$,
+    $K = US^{-1}$, $\beta = S^{-1}U^\top\bar m$:
+
+    $\bar v = \beta - g\alpha$,
+    $\bar S = \mathrm{sym}(-\beta\alpha^\top + K^\top\bar P K
+    + \tfrac g2(\alpha\alpha^\top - S^{-1}))$,
+    $\bar U = \bar m\alpha^\top - 2\bar P K + H^\top\bar S$,
+    $\bar H = \bar S U^\top + \bar U^\top P^- - \bar v m^{-\top}$,
+    $\bar m^- = \bar m - H^\top\bar v$,
+    $\bar P^- = \mathrm{sym}(\bar P + \bar U H)$ (masked $H$ throughout).
+    """
+    u = _linear_update_parts(m_pred, p_pred, y, w, h, r)
+    beta = u.s_inv @ (u.cross.T @ m_bar)
+    v_bar = beta - g * u.alpha
+    s_bar = _sym(
+        -jnp.outer(beta, u.alpha)
+        + u.gain.T @ p_bar @ u.gain
+        + 0.5 * g * (jnp.outer(u.alpha, u.alpha) - u.s_inv)
+    )
+    u_bar = jnp.outer(m_bar, u.alpha) - 2.0 * p_bar @ u.gain + u.h_e.T @ s_bar
+    h_e_bar = s_bar @ u.cross.T + u_bar.T @ p_pred - jnp.outer(v_bar, m_pred)
+    return (
+        m_bar - u.h_e.T @ v_bar,
+        _sym(p_bar + u_bar @ u.h_e),
+        w[:, None] * h_e_bar,
+        (w[:, None] * w[None, :]) * s_bar,
+        w * v_bar,
+    )
+
+
+def _linear_filter_forward(phi, shift, q, h, r, ys, w, m0, p0):
+    """Log-likelihood and the filtered moments ``(T, d)``, ``(T, d, d)``."""
+    m, p, ll0 = _linear_update(m0, p0, ys[0], w[0], h, r)
+
+    def step(carry, args):
+        m, p, total = carry
+        f, s, qk, y, wk = args
+        m, p, ll = _linear_update(f @ m + s, f @ p @ f.T + qk, y, wk, h, r)
+        return (m, p, total + ll), (m, p)
+
+    (_, _, total), (ms, ps) = jax.lax.scan(
+        step, (m, p, ll0), (phi, shift, q, ys[1:], w[1:])
+    )
+    return total, jnp.concatenate([m[None], ms]), jnp.concatenate([p[None], ps])
+
+
+@jax.custom_vjp
+def _linear_log_likelihood(phi, shift, q, h, r, ys, w, m0, p0):
+    return _linear_filter_forward(phi, shift, q, h, r, ys, w, m0, p0)[0]
+
+
+def _linear_ll_fwd(phi, shift, q, h, r, ys, w, m0, p0):
+    total, ms, ps = _linear_filter_forward(phi, shift, q, h, r, ys, w, m0, p0)
+    return total, (phi, shift, q, h, r, ys, w, m0, p0, ms, ps)
+
+
+def _linear_ll_bwd(res, g):
+    phi, shift, q, h, r, ys, w, m0, p0, ms, ps = res
+
+    def step(carry, args):
+        m_bar, p_bar, h_bar, r_bar = carry
+        f, s, qk, y, wk, m_prev, p_prev = args
+        m_pred = f @ m_prev + s
+        p_pred = f @ p_prev @ f.T + qk
+        mp_bar, pp_bar, hk_bar, rk_bar, y_bar = _linear_update_adjoint(
+            m_pred, p_pred, y, wk, h, r, m_bar, p_bar, g
+        )
+        f_bar = jnp.outer(mp_bar, m_prev) + 2.0 * pp_bar @ f @ p_prev
+        carry = (f.T @ mp_bar, f.T @ pp_bar @ f, h_bar + hk_bar, r_bar + rk_bar)
+        return carry, (f_bar, mp_bar, pp_bar, y_bar)
+
+    zeros = jnp.zeros_like
+    init = (zeros(m0), zeros(p0), zeros(h), zeros(r))
+    (m_bar, p_bar, h_bar, r_bar), (f_bar, s_bar, q_bar, y_bars) = jax.lax.scan(
+        step, init, (phi, shift, q, ys[1:], w[1:], ms[:-1], ps[:-1]), reverse=True
+    )
+    m0_bar, p0_bar, h0_bar, r0_bar, y0_bar = _linear_update_adjoint(
+        m0, p0, ys[0], w[0], h, r, m_bar, p_bar, g
+    )
+    return (
+        f_bar,
+        s_bar,
+        q_bar,
+        h_bar + h0_bar,
+        _sym(r_bar + r0_bar),
+        jnp.concatenate([y0_bar[None], y_bars]),
+        zeros(w),
+        m0_bar,
+        p0_bar,
+    )
+
+
+_linear_log_likelihood.defvjp(_linear_ll_fwd, _linear_ll_bwd)
+
+
+def linear_log_likelihood(phi, shift, q, h, r, ys, mask, m0, p0):
+    r"""Marginal log-likelihood of a linear-Gaussian state-space model, with a
+    hand-derived reverse-mode adjoint.
+
+    Model: $x_0 \sim N(m_0, P_0)$, $x_k = \Phi_k x_{k-1} + s_k + N(0, Q_k)$,
+    $y_k = H x_k + N(0, R)$; the value equals :func:`gaussian_filter` with
+    :func:`linear_predict` and :func:`linear_observe` (Joseph-form updates). The
+    gradient runs one backward recursion over the stored filtered moments (the
+    adjoint of each predict and update step, :func:`_linear_update_adjoint`) instead
+    of differentiating the scan: several times faster than automatic reverse mode.
+    ``Q``, ``R`` and ``P_0`` enter through their symmetric parts. Forward-mode
+    differentiation (``jax.jvp``, ``jax.jacfwd``) is not defined; nest reverse mode
+    (``jax.jacrev(jax.grad(f))``) for second derivatives.
+
+    Shapes (no batch dims; ``vmap`` for batches): phi ``(T-1, d, d)``, shift
+    ``(T-1, d)``, q ``(T-1, d, d)``, h ``(k, d)``, r ``(k, k)``, ys and mask
+    ``(T, k)`` (``ys`` NaN-free, ``mask`` True where observed), m0 ``(d,)``, p0
+    ``(d, d)``. Returns a scalar; ``-inf`` where an innovation covariance is not
+    positive definite.
+    """
+    return _linear_log_likelihood(
+        phi, shift, _sym(q), h, _sym(r), ys, mask.astype(ys.dtype), m0, _sym(p0)
+    )
+
+
 def rts_smoother(result: FilterResult):
     r"""Rauch–Tung–Striebel smoother:
     ``(means (T, *batch, d), covs (T, *batch, d, d))``.

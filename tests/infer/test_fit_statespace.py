@@ -17,21 +17,39 @@ def ou_kf(ts, y=None, method="kalman"):
     theta = numpyro.sample("theta", dist.HalfNormal(1.0))
     mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
     sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
-    model = sp.StateSpace(sp.OU(theta, mu, sigma), ts, x0=dist.Normal(0.0, 1.0), obs=sp.LinearGaussian(1.0, 0.05**2), method=method)
+    model = sp.StateSpace(
+        sp.OU(theta, mu, sigma),
+        ts,
+        x0=dist.Normal(0.0, 1.0),
+        obs=sp.LinearGaussian(1.0, 0.05**2),
+        method=method,
+    )
     return numpyro.sample("y", model, obs=y)
 
 
 @pytest.fixture(scope="module")
 def data():
-    model = sp.StateSpace(sp.OU(**TRUE), TS, x0=dist.Normal(0.0, 1.0), obs=sp.LinearGaussian(1.0, 0.05**2))
+    model = sp.StateSpace(
+        sp.OU(**TRUE), TS, x0=dist.Normal(0.0, 1.0), obs=sp.LinearGaussian(1.0, 0.05**2)
+    )
     y = model.sample(jax.random.key(0))
     return y.at[jnp.array([50, 51, 52])].set(jnp.nan)
 
 
 @pytest.fixture(scope="module")
 def kalman_fit(data):
-    return sp.fit(ou_kf, TS, y=data, chains=2, warmup=500, samples=500, seed=1, progress=False,
-                  posterior_predictive=True, forecast={"horizon": 2.0, "steps": 4})
+    return sp.fit(
+        ou_kf,
+        TS,
+        y=data,
+        chains=2,
+        warmup=500,
+        samples=500,
+        seed=1,
+        progress=False,
+        posterior_predictive=True,
+        forecast={"horizon": 2.0, "steps": 4},
+    )
 
 
 def test_nuts_through_the_kalman_likelihood_recovers_parameters(kalman_fit):
@@ -41,7 +59,11 @@ def test_nuts_through_the_kalman_likelihood_recovers_parameters(kalman_fit):
     post = kalman_fit.idata.posterior
     for name, value in TRUE.items():
         draws = post[name].values
-        assert abs(draws.mean() - value) < 3 * draws.std(), (name, draws.mean(), draws.std())
+        assert abs(draws.mean() - value) < 3 * draws.std(), (
+            name,
+            draws.mean(),
+            draws.std(),
+        )
     assert kalman_fit.verdict in ("pass", "warn"), kalman_fit.diagnostics().to_string()
 
 
@@ -55,7 +77,11 @@ def test_statespace_groups_and_coords(kalman_fit, data):
     # parameters: a constant column, which PSIS-LOO could not handle)
     assert ll.shape == (2, 500, 296)
     assert idata.posterior_predictive["y_one_step"].dims == ("chain", "draw", "time")
-    assert idata.posterior_predictive["y_forecast"].dims == ("chain", "draw", "time_forecast")
+    assert idata.posterior_predictive["y_forecast"].dims == (
+        "chain",
+        "draw",
+        "time_forecast",
+    )
     # the latent path interpolates through the gap
     gap = latent.values.reshape(-1, 300)[:, 51]
     assert np.isfinite(gap).all() and gap.std() > 0.01
@@ -69,7 +95,20 @@ def test_report_shows_latent_path(kalman_fit, tmp_path):
 
 @pytest.mark.parametrize("method", ["ekf", "ukf"])
 def test_ekf_ukf_inside_a_model(method, data):
-    fit = sp.fit(ou_kf, TS[:100], y=data[:100], method="blackjax", chains=1, warmup=200, samples=200, seed=0, progress=False, model_kwargs={"method": method}, log_likelihood=False, latent_paths=False)
+    fit = sp.fit(
+        ou_kf,
+        TS[:100],
+        y=data[:100],
+        method="blackjax",
+        chains=1,
+        warmup=200,
+        samples=200,
+        seed=0,
+        progress=False,
+        model_kwargs={"method": method},
+        log_likelihood=False,
+        latent_paths=False,
+    )
     assert np.isfinite(fit.idata.posterior["theta"].values).all()
 
 

@@ -97,7 +97,9 @@ def test_discretisation_does_not_depend_on_the_scale_of_the_noise():
             jnp.asarray(A), jnp.array([var]), jnp.array([[var]]), 1.0
         )
         np.testing.assert_allclose(tr.cov[0, 0], var * (1 - np.exp(-1.0)), rtol=1e-12)
-        np.testing.assert_allclose(tr.shift[0], var * 2 * (1 - np.exp(-0.5)), rtol=1e-12)
+        np.testing.assert_allclose(
+            tr.shift[0], var * 2 * (1 - np.exp(-0.5)), rtol=1e-12
+        )
 
 
 def test_expm_gradient_matches_jax_scipy():
@@ -128,3 +130,50 @@ def test_affine_discretisation_vectorised_over_gaps():
             tr.phi[i], scipy.linalg.expm(A * dt), rtol=1e-10, atol=1e-14
         )
         np.testing.assert_allclose(tr.cov[i], one.cov, rtol=1e-12, atol=1e-15)
+
+
+def test_entrywise_and_batched_exponentials_agree(monkeypatch):
+    """Small Van Loan generators are exponentiated entry by entry, larger ones as
+    batched matrices: same transitions and gradients, with and without offsets, for
+    gaps that need no squaring and gaps that need several."""
+    import sdeppl.solvers.linear as linear
+
+    dts = jnp.array([0.01, 0.3, 2.0, 25.0])
+    cases = {
+        "oscillator, no offset": (
+            jnp.array([[0.0, 1.0], [-2.0, -0.3]]),
+            None,
+            jnp.diag(jnp.array([0.0, 0.25])),
+            None,
+        ),
+        "oscillator with offset": (
+            jnp.array([[0.0, 1.0], [-2.0, -0.3]]),
+            jnp.array([0.3, -0.1]),
+            jnp.array([[0.04, 0.01], [0.01, 0.25]]),
+            None,
+        ),
+        "scalar with offset and slope": (
+            jnp.array([[-0.7]]),
+            jnp.array([0.2]),
+            jnp.array([[0.09]]),
+            jnp.array([-0.05]),
+        ),
+    }
+
+    def loss(a, b, cov, c):
+        tr = affine_discretisation(a, b, cov, dts, c=c)
+        return sum(jnp.sum(jnp.sin(x)) for x in tr), tr
+
+    for name, (a, b, cov, c) in cases.items():
+        assert 2 * a.shape[0] + (b is not None) + (c is not None) <= (
+            linear._UNROLLED_MAX_SIZE
+        ), name
+        grad = jax.grad(loss, argnums=(0, 2), has_aux=True)
+        (ga, gq), tr = grad(a, b, cov, c)
+        with monkeypatch.context() as m:
+            m.setattr(linear, "_UNROLLED_MAX_SIZE", 0)
+            (ga_ref, gq_ref), ref = grad(a, b, cov, c)
+        for x, y in zip(tr, ref, strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-11, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(ga, ga_ref, rtol=1e-9, err_msg=name)
+        np.testing.assert_allclose(gq, gq_ref, rtol=1e-9, atol=1e-14, err_msg=name)

@@ -1,0 +1,51 @@
+"""XLA settings sdeppl applies when it is imported (before JAX starts its backend).
+
+XLA's CPU runtime executes a ``while`` loop op by op, paying roughly 0.1 µs per
+operation per iteration, unless the loop is *small*: then it compiles the whole loop
+into one function ("small while-loop hoisting"). A loop counts as small if one iteration
+touches fewer bytes than a limit, 1 KiB by default, which a Kalman step of a 2-D state
+already exceeds. Filters, simulators and samplers are long loops of small steps, so
+sdeppl raises the limit (:data:`SMALL_LOOP_BYTES`); the results are identical.
+
+The setting goes into ``XLA_FLAGS`` and only takes effect if the JAX backend has not
+started yet (import sdeppl before running JAX computations). A limit the user set is
+kept; ``SDEPPL_XLA_TUNING=0`` turns the tuning off.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+SMALL_LOOP_OPTION = "xla_cpu_small_while_loop_byte_threshold"
+SMALL_LOOP_BYTES = 1 << 20  # per iteration; loops over large arrays stay op by op
+_EXTRA = "--xla_backend_extra_options="
+
+
+def add_xla_flag(flags: str, flag: str) -> str:
+    """``flags`` (an ``XLA_FLAGS`` string) with ``flag`` appended."""
+    return f"{flags} {flag}".strip()
+
+
+def add_backend_option(flags: str, option: str, value) -> str:
+    """``flags`` with ``option=value`` added to ``--xla_backend_extra_options`` (merged
+    into an existing list: XLA keeps only the last occurrence of a flag)."""
+    match = re.search(re.escape(_EXTRA) + r"(\S*)", flags)
+    if match is None:
+        return add_xla_flag(flags, f"{_EXTRA}{option}={value}")
+    merged = (
+        f"{match.group(1)},{option}={value}" if match.group(1) else f"{option}={value}"
+    )
+    return flags[: match.start(1)] + merged + flags[match.end(1) :]
+
+
+def tune_cpu_loops(environ=os.environ) -> None:
+    """Raise XLA's small-loop limit in ``environ["XLA_FLAGS"]`` (see the module
+    docstring); no change if the user set it or ``SDEPPL_XLA_TUNING=0``."""
+    if environ.get("SDEPPL_XLA_TUNING", "1") == "0":
+        return
+    flags = environ.get("XLA_FLAGS", "")
+    if SMALL_LOOP_OPTION not in flags:
+        environ["XLA_FLAGS"] = add_backend_option(
+            flags, SMALL_LOOP_OPTION, SMALL_LOOP_BYTES
+        )

@@ -1,0 +1,82 @@
+"""The linear Kalman log-likelihood's hand-written adjoint against automatic
+differentiation of the generic filter."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sdeppl.solvers import kalman
+
+
+def _problem(num, d, k, seed):
+    rng = np.random.default_rng(seed)
+    phi = np.eye(d) * 0.9 + 0.1 * rng.standard_normal((num - 1, d, d))
+    a = rng.standard_normal((num - 1, d, d))
+    q = 0.1 * a @ np.swapaxes(a, 1, 2) + 0.01 * np.eye(d)
+    b = rng.standard_normal((k, k))
+    c = rng.standard_normal((d, d))
+    mask = rng.random((num, k)) > 0.3
+    mask[3] = False  # a whole time point missing
+    ys = np.where(mask, rng.standard_normal((num, k)), 0.0)
+    return tuple(
+        jnp.asarray(x)
+        for x in (
+            phi,
+            0.1 * rng.standard_normal((num - 1, d)),
+            q,
+            rng.standard_normal((k, d)),
+            0.2 * b @ b.T + 0.1 * np.eye(k),
+            ys,
+            mask,
+            rng.standard_normal(d),
+            c @ c.T + np.eye(d),
+        )
+    )
+
+
+def _generic(phi, shift, q, h, r, ys, mask, m0, p0):
+    """The same likelihood by the generic filter (automatic differentiation)."""
+    sym = lambda x: 0.5 * (x + jnp.swapaxes(x, -1, -2))  # noqa: E731
+    result = kalman.gaussian_filter(
+        jnp.arange(ys.shape[0], dtype=ys.dtype),
+        ys,
+        mask,
+        m0,
+        sym(p0),
+        kalman.linear_predict(phi, shift, sym(q)),
+        kalman.linear_observe(h),
+        sym(r),
+    )
+    return result.log_likelihood
+
+
+DIFFERENTIABLE = (0, 1, 2, 3, 4, 5, 7, 8)  # all but the mask
+
+
+@pytest.mark.parametrize("d,k", [(1, 1), (2, 1), (3, 2), (2, 3)])
+def test_adjoint_equals_automatic_differentiation(d, k):
+    args = _problem(12, d, k, seed=d + 10 * k)
+    value = kalman.linear_log_likelihood(*args)
+    np.testing.assert_allclose(value, _generic(*args), rtol=1e-13)
+    ours = jax.grad(kalman.linear_log_likelihood, argnums=DIFFERENTIABLE)(*args)
+    ref = jax.grad(_generic, argnums=DIFFERENTIABLE)(*args)
+    for name, a, b in zip("phi shift q h r ys m0 p0".split(), ours, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_second_derivatives_by_nested_reverse_mode():
+    args = _problem(15, 2, 1, seed=7)
+
+    def of_m0(fn):
+        return lambda m0: fn(*args[:7], m0, args[8])
+
+    ours = jax.jacrev(jax.grad(of_m0(kalman.linear_log_likelihood)))(args[7])
+    ref = jax.hessian(of_m0(_generic))(args[7])
+    np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_innovation_covariance_not_positive_definite_gives_minus_inf():
+    args = list(_problem(10, 2, 1, seed=3))
+    args[4] = -10.0 * jnp.ones((1, 1))  # negative observation variance
+    assert kalman.linear_log_likelihood(*args) == -jnp.inf

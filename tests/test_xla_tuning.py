@@ -1,0 +1,55 @@
+"""sdeppl's XLA CPU setting: merged into XLA_FLAGS without clobbering the user's."""
+
+import subprocess
+import sys
+
+from sdeppl._xla import SMALL_LOOP_OPTION, add_backend_option, tune_cpu_loops
+
+
+def test_option_is_added_or_merged_into_existing_extra_options():
+    assert add_backend_option("", "k", 1) == "--xla_backend_extra_options=k=1"
+    assert (
+        add_backend_option("--a=1 --xla_backend_extra_options=x=2 --b", "k", 1)
+        == "--a=1 --xla_backend_extra_options=x=2,k=1 --b"
+    )
+
+
+def test_user_settings_win_and_tuning_can_be_turned_off():
+    env = {"XLA_FLAGS": f"--xla_backend_extra_options={SMALL_LOOP_OPTION}=7"}
+    tune_cpu_loops(env)
+    assert env["XLA_FLAGS"].count(SMALL_LOOP_OPTION) == 1
+    env = {"SDEPPL_XLA_TUNING": "0"}
+    tune_cpu_loops(env)
+    assert "XLA_FLAGS" not in env
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    tune_cpu_loops(env)
+    assert env["XLA_FLAGS"].startswith("--xla_force_host_platform_device_count=2 ")
+    assert SMALL_LOOP_OPTION in env["XLA_FLAGS"]
+
+
+def test_a_small_filter_loop_compiles_as_one_function_after_import():
+    """In a fresh process, importing sdeppl makes XLA hoist a 3-D Kalman loop (the
+    compiled program holds a ``small_call``); with the tuning off it does not."""
+    code = """
+import jax, jax.numpy as jnp
+import sdeppl
+jax.config.update("jax_enable_x64", True)
+from sdeppl.solvers.kalman import linear_log_likelihood
+n, d = 50, 3
+args = (jnp.tile(jnp.eye(d), (n - 1, 1, 1)), jnp.zeros((n - 1, d)),
+        jnp.tile(jnp.eye(d), (n - 1, 1, 1)), jnp.ones((1, d)), jnp.eye(1),
+        jnp.zeros((n, 1)), jnp.ones((n, 1), bool), jnp.zeros(d), jnp.eye(d))
+text = jax.jit(linear_log_likelihood).lower(*args).compile().as_text()
+print("small_call" in text)
+"""
+
+    def hoisted(tuning):
+        env = {"SDEPPL_XLA_TUNING": tuning, "PATH": ""}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip() == "True"
+
+    assert hoisted("1")
+    assert not hoisted("0")
