@@ -140,7 +140,9 @@ class StateSpace(Distribution):
     - ``method="kalman"``: exact for linear SDEs (:class:`~sdeppl.LinearSDE`,
       :class:`~sdeppl.OU`) with :class:`LinearGaussian` observations; exact
       matrix-exponential transitions over every gap (computed once on a regular
-      grid), Joseph-form updates;
+      grid), Joseph-form updates; its ``log_prob`` has a hand-written reverse-mode
+      adjoint (:func:`~sdeppl.solvers.kalman.linear_log_likelihood`), so it supports
+      ``jax.grad``/``jax.vjp`` (all NUTS and SVI need) but not forward mode;
     - ``method="ekf"``: extended filter, moment equations linearised around the mean
       and integrated by RK4 with ``substeps`` steps per gap;
     - ``method="ukf"``: unscented (cubature) filter, sigma-point moment equations, RK4.
