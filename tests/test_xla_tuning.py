@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import numpy as np
+
 from sdeppl._xla import SMALL_LOOP_OPTION, add_backend_option, tune_cpu_loops
 
 
@@ -53,3 +55,34 @@ print("small_call" in text)
 
     assert hoisted("1")
     assert not hoisted("0")
+
+
+def test_fast_compile_jit_gives_the_same_draws_and_falls_back(monkeypatch):
+    """The samplers' compile options change how XLA emits code, not what it computes:
+    a short NUTS run gives the same draws; an option this XLA does not know is
+    dropped instead of failing."""
+    import jax
+    import jax.numpy as jnp
+
+    from sdeppl import _xla
+    from sdeppl.infer.hmc import run_nuts
+
+    def logdensity(z):
+        return -0.5 * jnp.sum((z - jnp.arange(3.0)) ** 2 / jnp.array([0.1, 1.0, 4.0]))
+
+    def run(key):
+        return run_nuts(key, logdensity, jnp.zeros(3), num_warmup=30, num_samples=20)
+
+    key = jax.random.key(3)
+    plain = jax.jit(run)(key)
+    if _xla.fast_compile_options():  # this XLA knows the options
+        fast = _xla.fast_compile_jit(run)(key)
+        np.testing.assert_allclose(fast[0], plain[0], rtol=1e-12)
+
+    _xla.fast_compile_options.cache_clear()
+    monkeypatch.setattr(_xla, "FAST_COMPILE_OPTIONS", {"xla_no_such_option": True})
+    try:
+        assert _xla.fast_compile_options() == {}
+        np.testing.assert_allclose(_xla.fast_compile_jit(run)(key)[0], plain[0])
+    finally:
+        _xla.fast_compile_options.cache_clear()

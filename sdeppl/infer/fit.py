@@ -16,9 +16,10 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 from numpyro.infer import MCMC, NUTS, Predictive
 
+from .._xla import fast_compile_jit
 from ..diagnostics._convert import PathCoords, to_inference_data
 from ..processes import reparam_paths
-from ._model import ModelAdapter, series_of, unobserve
+from ._model import ModelAdapter, as_numpy, series_of, unobserve
 from ._result import Fit
 from .hmc import SamplerStats, _progress_callback, run_mclmc, run_nuts
 
@@ -75,74 +76,79 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
-def _map_chains(one_chain, keys, positions, chain_method: str):
-    """Run ``one_chain(key, position, chain_id)`` for every chain.
+STREAMS = ("sampler", "latent", "predictive", "one_step", "forecast")
 
-    Chains are split across local devices (``shard_map``) when there are several, and
-    within a device run sequentially (``lax.map``: no lock-step waste when trajectories
-    differ, the CPU default) or vectorised (``vmap``: the accelerator default).
+
+def stream_key(key, name: str):
+    """The independent key for one use of the run's key (:data:`STREAMS`); cheap
+    inside compiled programs, which is where it is called (one split, no extra
+    compile)."""
+    return jax.random.split(key, len(STREAMS))[STREAMS.index(name)]
+
+
+def _map_chains(one_chain, key, num_chains: int, chain_method: str):
+    """Run ``one_chain(key, chain_id)`` for every chain, compiled as one program.
+
+    Chains are split
+    across local devices (``shard_map``) when there are several, and within a device
+    run sequentially (``lax.map``: no lock-step waste when trajectories differ, the CPU
+    default) or vectorised (``vmap``: the accelerator default).
     """
-    num_chains = keys.shape[0]
-    ids = jnp.arange(num_chains)
     if chain_method == "auto":
         chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
-
-    def local(keys, positions, ids):
-        if chain_method == "vectorized":
-            return jax.vmap(one_chain)(keys, positions, ids)
-        return jax.lax.map(lambda a: one_chain(*a), (keys, positions, ids))
-
     devices = jax.local_devices()
     num_devices = max(d for d in range(1, len(devices) + 1) if num_chains % d == 0)
+
+    def local(key, ids):
+        def run(chain_id):
+            return one_chain(key, chain_id)
+
+        if chain_method == "vectorized":
+            return jax.vmap(run)(ids)
+        return jax.lax.map(run, ids)
+
     if num_devices > 1:
         mesh = Mesh(np.asarray(devices[:num_devices]), ("chain",))
-        spec = P("chain")
         local = jax.shard_map(
             local,
             mesh=mesh,
-            in_specs=(spec, spec, spec),
-            out_specs=spec,
+            in_specs=(P(), P("chain")),
+            out_specs=P("chain"),
             check_vma=False,
         )
-    return jax.jit(local)(keys, positions, ids)
+    return fast_compile_jit(local)(key, np.arange(num_chains, dtype=np.int32))
 
 
 def _run_blackjax(adapter, key, settings, progress):
+    """BlackJAX NUTS or MCLMC on every chain, in one compiled program that also maps
+    the draws to the constrained space."""
     num_chains = settings["chains"]
-    key_init, key_run = jax.random.split(key)
-    init_keys = jax.random.split(key_init, num_chains)
-    run_keys = jax.random.split(key_run, num_chains)
     total = settings["warmup"] + settings["samples"]
     method = settings["method"]
     label = "MCLMC" if method == "mclmc" else "NUTS"
     callback = _progress_callback(label, total, num_chains, progress)
-
-    def one_chain(key_i, init_key, chain_id):
-        position = adapter.initial_position(init_key)
-        if method == "mclmc":
-            return run_mclmc(
-                key_i,
-                adapter.logdensity,
-                position,
-                num_warmup=settings["warmup"],
-                num_samples=settings["samples"],
-                thinning=settings["thinning"],
-                progress=callback,
-                chain_id=chain_id,
-            )
-        return run_nuts(
-            key_i,
-            adapter.logdensity,
-            position,
-            num_warmup=settings["warmup"],
-            num_samples=settings["samples"],
-            thinning=settings["thinning"],
+    runner = run_mclmc if method == "mclmc" else run_nuts
+    options = {
+        "num_warmup": settings["warmup"],
+        "num_samples": settings["samples"],
+        "thinning": settings["thinning"],
+        "progress": callback,
+    }
+    if method != "mclmc":
+        options.update(
             target_accept=settings["target_accept"],
             max_tree_depth=settings["max_tree_depth"],
             dense_mass=settings["dense_mass"],
-            progress=callback,
-            chain_id=chain_id,
         )
+
+    def one_chain(key, chain_id):
+        chain_key = jax.random.fold_in(stream_key(key, "sampler"), chain_id)
+        key_init, key_run = jax.random.split(chain_key)
+        position = adapter.initial_position(key_init)
+        draws, stats, tuning = runner(
+            key_run, adapter.logdensity, position, chain_id=chain_id, **options
+        )
+        return jax.vmap(adapter.constrain)(draws), stats, tuning
 
     if progress:
         print(
@@ -150,12 +156,14 @@ def _run_blackjax(adapter, key, settings, progress):
             file=sys.stderr,
             flush=True,
         )
-    draws, stats, tuning = _map_chains(
-        one_chain, run_keys, init_keys, settings["chain_method"]
+    constrained, stats, tuning = _map_chains(
+        one_chain, key, num_chains, settings["chain_method"]
     )
-    constrained = jax.jit(jax.vmap(jax.vmap(adapter.constrain)))(draws)
-    stats = {k: np.asarray(v) for k, v in stats._asdict().items()}
-    return constrained, stats, {k: np.asarray(v) for k, v in tuning.items()}
+    return (
+        as_numpy(constrained),
+        as_numpy(stats._asdict()),
+        as_numpy(tuning),
+    )
 
 
 def _run_numpyro(adapter, key, settings, progress):
@@ -178,7 +186,7 @@ def _run_numpyro(adapter, key, settings, progress):
         progress_bar=progress,
     )
     mcmc.run(
-        key,
+        stream_key(key, "sampler"),
         *adapter.args,
         extra_fields=(
             "diverging",
@@ -241,9 +249,12 @@ def _flat_draws(samples: dict):
     return {k: jnp.reshape(v, (-1,) + v.shape[2:]) for k, v in samples.items()}, lead
 
 
-def _per_draw(adapter, samples: dict, key, names, compute, *, raw: bool = False):
+def _per_draw(
+    adapter, samples: dict, key, stream: str, names, compute, *, raw: bool = False
+):
     """For every posterior draw, trace the model at the draw and collect
-    ``compute(name, fn, value, key) -> dict`` over the sites ``names``.
+    ``compute(name, fn, value, key) -> dict`` over the sites ``names``, with keys
+    from ``stream_key(key, stream)``.
 
     ``raw=True`` traces the model without path reparametrisation (latent paths are then
     :class:`~sdeppl.Path` sites whose values come from the draw). Vectorised over draws
@@ -270,8 +281,13 @@ def _per_draw(adapter, samples: dict, key, names, compute, *, raw: bool = False)
             out.update(compute(name, fn, value, jax.random.fold_in(key, i)))
         return out
 
-    keys = jax.random.split(key, next(iter(flat.values())).shape[0])
-    values = jax.jit(jax.vmap(one))(flat, keys)
+    num_draws = next(iter(flat.values())).shape[0]
+
+    def all_draws(flat, key):
+        keys = jax.random.split(stream_key(key, stream), num_draws)
+        return jax.vmap(one)(flat, keys)
+
+    values = fast_compile_jit(all_draws)(flat, key)
     return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()}
 
 
@@ -294,7 +310,8 @@ def pointwise_log_likelihood(adapter, samples: dict):
         return {name: fn.log_prob(value)}
 
     names = [n for n, s in adapter.sites.items() if s.observed]
-    values = _per_draw(adapter, samples, jax.random.key(0), names, compute)
+    key = jax.random.key(0)  # unused: log-densities are not random
+    values = _per_draw(adapter, samples, key, "sampler", names, compute)
     for name in series:  # terms constant across draws (e.g. y_0 under a fixed prior)
         flat = values[name].reshape(-1, values[name].shape[-1])  # carry no information
         with np.errstate(invalid="ignore"):
@@ -310,7 +327,7 @@ def posterior_predictive_draws(adapter, samples: dict, key):
     model = reparam_paths(unobserve(adapter.raw_model))
     names = [n for n, s in adapter.sites.items() if s.observed]
     predictive = Predictive(model, posterior_samples=flat, return_sites=names)
-    out = predictive(key, *adapter.args, **adapter.kwargs)
+    out = predictive(stream_key(key, "predictive"), *adapter.args, **adapter.kwargs)
     return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in out.items()}
 
 
@@ -321,9 +338,8 @@ def one_step_predictive_draws(adapter, samples: dict, key):
     def compute(name, fn, value, key):
         return {f"{name}_one_step": series_of(fn).one_step_sample(key, value)}
 
-    return _per_draw(
-        adapter, samples, key, _series_names(adapter, observed=True), compute
-    )
+    names = _series_names(adapter, observed=True)
+    return _per_draw(adapter, samples, key, "one_step", names, compute)
 
 
 def latent_state_draws(adapter, samples: dict, key):
@@ -335,7 +351,7 @@ def latent_state_draws(adapter, samples: dict, key):
         return {f"{name}_latent": series_of(fn).sample_latent(key, value)}
 
     names = _series_names(adapter, observed=True, kind="statespace")
-    return _per_draw(adapter, samples, key, names, compute)
+    return _per_draw(adapter, samples, key, "latent", names, compute)
 
 
 def forecast_draws(adapter, samples: dict, key, horizon: float, num_steps: int):
@@ -360,7 +376,8 @@ def forecast_draws(adapter, samples: dict, key, horizon: float, num_steps: int):
     def compute(name, fn, value, key):
         return {f"{name}_forecast": series_of(fn).forecast(key, value, times[name])}
 
-    return _per_draw(adapter, samples, key, names, compute, raw=True), times
+    values = _per_draw(adapter, samples, key, "forecast", names, compute, raw=True)
+    return values, times
 
 
 def fit(
@@ -491,17 +508,16 @@ def fit(
     start = time.perf_counter()
     adapter = ModelAdapter(model, args, kwargs)
     key = jax.random.key(settings["seed"])
-    key_run, key_pp, key_fc, key_latent = jax.random.split(key, 4)
     if method == "nuts":
-        constrained, stats, tuning = _run_numpyro(adapter, key_run, settings, progress)
+        constrained, stats, tuning = _run_numpyro(adapter, key, settings, progress)
     else:
-        constrained, stats, tuning = _run_blackjax(adapter, key_run, settings, progress)
+        constrained, stats, tuning = _run_blackjax(adapter, key, settings, progress)
     sampling_s = time.perf_counter() - start
     samples_by_chain = {k: jnp.asarray(v) for k, v in constrained.items()}
     if latent_paths:
         constrained = {
             **constrained,
-            **latent_state_draws(adapter, samples_by_chain, key_latent),
+            **latent_state_draws(adapter, samples_by_chain, key),
         }
     observed = {
         n: np.asarray(adapter.trace_value(n))
@@ -515,17 +531,14 @@ def fit(
     )
     predictive = {}
     if posterior_predictive and observed:
-        key_pp, key_one_step = jax.random.split(key_pp)
-        predictive = posterior_predictive_draws(adapter, samples_by_chain, key_pp)
-        predictive.update(
-            one_step_predictive_draws(adapter, samples_by_chain, key_one_step)
-        )
+        predictive = posterior_predictive_draws(adapter, samples_by_chain, key)
+        predictive.update(one_step_predictive_draws(adapter, samples_by_chain, key))
     forecast_times = {}
     if forecast is not None:
         values, forecast_times = forecast_draws(
             adapter,
             samples_by_chain,
-            key_fc,
+            key,
             float(forecast["horizon"]),
             int(forecast.get("steps", 10)),
         )

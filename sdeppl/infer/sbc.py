@@ -10,6 +10,7 @@ import numpy as np
 import numpyro
 from numpyro.infer import Predictive
 
+from .._xla import fast_compile_jit
 from ..diagnostics.calibration import SBCResult, rank_statistics
 from ._model import ModelAdapter
 from .hmc import run_mclmc, run_nuts
@@ -91,7 +92,7 @@ def sbc(
         constrained = jax.vmap(adapter.constrain)(draws)
         return {name: constrained[name] for name in params}
 
-    run = jax.jit(one_fit)
+    run = fast_compile_jit(one_fit)
     keys = jax.random.split(key_fit, num_replicates)
     draws = {name: [] for name in params}
     for i in range(num_replicates):
