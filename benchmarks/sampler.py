@@ -22,7 +22,7 @@ Contenders:
 
 Metric: min bulk ESS over (theta, mu, sigma) / wall seconds; median over --repeats runs.
 
-Usage: python benchmarks/sampler.py [--repeats 3] [--no-pymc]
+Usage: python benchmarks/sampler.py [--repeats 5] [--no-pymc]
        python benchmarks/sampler.py --worker NAME --seed S   (one run, prints JSON)
 """
 
@@ -138,7 +138,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-pymc", action="store_true")
     args = parser.parse_args()
     if args.worker:
