@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 
 
@@ -50,3 +56,23 @@ def min_bulk_ess(idata, names=("theta", "mu", "sigma")) -> float:
 
     ess = az.ess(idata, var_names=list(names), method="bulk")
     return float(min(ess[v].item() for v in names))
+
+
+def run_worker_process(script, name: str, seed: int, cache_dir: str) -> dict:
+    """Run ``script --worker NAME --seed SEED`` in a fresh Python process with its own
+    compilation cache (``SDEPPL_COMPILATION_CACHE``), single-threaded BLAS and the
+    benchmarks folder on the path; return the JSON object its last line prints."""
+    env = {
+        **os.environ,
+        "SDEPPL_COMPILATION_CACHE": cache_dir,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parent),
+    }
+    out = subprocess.run(
+        [sys.executable, str(script), "--worker", name, "--seed", str(seed)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])

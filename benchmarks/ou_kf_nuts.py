@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from _timing import run_worker_process
 
 HERE = Path(__file__).resolve().parent
 
@@ -92,18 +91,8 @@ def worker(name: str, seed: int) -> dict:
 
 
 def run_worker(name: str, seed: int) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(HERE)
     with tempfile.TemporaryDirectory() as cache:
-        env["SDEPPL_COMPILATION_CACHE"] = cache
-        out = subprocess.run(
-            [sys.executable, __file__, "--worker", name, "--seed", str(seed)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        return run_worker_process(__file__, name, seed, cache)
 
 
 def main() -> None:

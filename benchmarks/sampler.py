@@ -37,6 +37,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _timing import run_worker_process
+
 HERE = Path(__file__).resolve().parent
 CONTENDERS = {
     "sdeppl_default": {"method": "blackjax", "devices": 2},
@@ -100,15 +102,7 @@ def worker(name: str, seed: int) -> dict:
 
 
 def run_worker(name, seed, cache_dir):
-    env = {**os.environ, "SDEPPL_COMPILATION_CACHE": cache_dir, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", name, "--seed", str(seed)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker_process(__file__, name, seed, cache_dir)
 
 
 def run_pymc(seed, cold, cores):

@@ -89,10 +89,9 @@ def stream_key(key, name: str):
 def _map_chains(one_chain, key, num_chains: int, chain_method: str):
     """Run ``one_chain(key, chain_id)`` for every chain, compiled as one program.
 
-    Chains are split
-    across local devices (``shard_map``) when there are several, and within a device
-    run sequentially (``lax.map``: no lock-step waste when trajectories differ, the CPU
-    default) or vectorised (``vmap``: the accelerator default).
+    Chains are split across local devices (``shard_map``) when there are several, and
+    within a device run sequentially (``lax.map``: no lock-step waste when trajectories
+    differ, the CPU default) or vectorised (``vmap``: the accelerator default).
     """
     if chain_method == "auto":
         chain_method = "sequential" if jax.default_backend() == "cpu" else "vectorized"
