@@ -12,7 +12,9 @@ HalfNormal(1), mu ~ Normal(0, 2), sigma ~ HalfNormal(1).
   ``y ~ Normal(x, 0.05)``: 1002 parameters for NUTS.
 
 Both through ``sp.fit`` (default BlackJAX NUTS, 2 chains x 1000 warm-up x 1000 draws,
-chains on 2 host devices), each in a fresh process with an empty compilation cache. Metric:
+chains on 2 host devices), each in a fresh process with an empty compilation cache; the
+latent model also with ``method="mclmc"`` (``latent_mclmc``), whose max R-hat is recorded
+because it may not converge. Metric:
 min bulk ESS over (theta, mu, sigma) per wall second of ``sp.fit`` (compile included).
 
 Usage: python benchmarks/ou_kf_nuts.py [--repeats 2]
@@ -40,6 +42,7 @@ def worker(name: str, seed: int) -> dict:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    import arviz as az
     import jax.numpy as jnp
     import numpyro.distributions as dist
     from _timing import min_bulk_ess
@@ -64,7 +67,7 @@ def worker(name: str, seed: int) -> dict:
         x = numpyro.sample("x", sp.Path(priors(), ts, x0=0.0, method="exact"))
         numpyro.sample("y", dist.Normal(x, 0.05).to_event(1), obs=y)
 
-    model = {"kalman": kalman, "latent": latent}[name]
+    model = {"kalman": kalman, "latent": latent, "latent_mclmc": latent}[name]
     start = time.perf_counter()
     fit = sp.fit(
         model,
@@ -74,11 +77,13 @@ def worker(name: str, seed: int) -> dict:
         warmup=1000,
         samples=1000,
         seed=seed,
+        method="mclmc" if name == "latent_mclmc" else "blackjax",
         progress=False,
         log_likelihood=False,
     )
     wall = time.perf_counter() - start
     post = fit.idata.posterior
+    post_names = ("theta", "mu", "sigma")
     return {
         "name": name,
         "seed": seed,
@@ -87,6 +92,9 @@ def worker(name: str, seed: int) -> dict:
         "means": {v: float(post[v].mean()) for v in ("theta", "mu", "sigma")},
         "sds": {v: float(post[v].std()) for v in ("theta", "mu", "sigma")},
         "divergences": int(fit.idata.sample_stats["diverging"].sum()),
+        "max_r_hat": float(
+            max(az.rhat(fit.idata, var_names=list(post_names))[v] for v in post_names)
+        ),
     }
 
 
@@ -104,9 +112,10 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.seed)))
         return
-    rows = [run_worker(n, s) for s in range(args.repeats) for n in ("kalman", "latent")]
+    names = ("kalman", "latent", "latent_mclmc")
+    rows = [run_worker(n, s) for s in range(args.repeats) for n in names]
     summary = {}
-    for name in ("kalman", "latent"):
+    for name in names:
         mine = [r for r in rows if r["name"] == name]
         summary[name] = {
             "ess_per_s": statistics.median(
@@ -114,6 +123,7 @@ def main() -> None:
             ),
             "wall_s": statistics.median(r["wall_s"] for r in mine),
             "min_bulk_ess": statistics.median(r["min_bulk_ess"] for r in mine),
+            "max_r_hat": max(r["max_r_hat"] for r in mine),
         }
         print(name, json.dumps(summary[name]), flush=True)
     ratio = summary["kalman"]["ess_per_s"] / summary["latent"]["ess_per_s"]

@@ -414,8 +414,10 @@ def fit(
         and sampling fused in one compiled program. ``"nuts"``: NumPyro's NUTS, the
         reference implementation (also for models with enumerated discrete sites).
         ``"mclmc"``: BlackJAX's microcanonical Langevin sampler with automatic tuning
-        and a Metropolis adjustment-free step (fast on long latent paths; its draws are
-        asymptotically biased by a controlled energy error, see the docs).
+        and a Metropolis adjustment-free step (can be faster than NUTS on long,
+        well-conditioned latent paths, but may fail to converge on strongly
+        correlated ones: check R-hat; its draws are asymptotically biased by a
+        controlled energy error, see docs/inference.md).
     chains, warmup, samples, thinning, seed
         Number of chains, warm-up iterations, sampling iterations per chain, thinning,
         and the seed (same seed, same draws).
