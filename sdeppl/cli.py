@@ -16,10 +16,11 @@ from ._xla import add_xla_flag
 
 
 def _use_all_cores() -> None:
-    """Expose every CPU core as a JAX device so chains run in parallel (before JAX
-    starts)."""
-    if "jax" in sys.modules:
-        return
+    """Expose every CPU core as a JAX device so chains run in parallel.
+
+    Takes effect only before JAX starts its backend, which ``import sdeppl`` leaves
+    unstarted; a device count the user set in ``XLA_FLAGS`` is kept.
+    """
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
         count = (
@@ -89,7 +90,6 @@ def main(argv=None) -> int:
             out = args.out or args.posterior.with_name("report.html")
             print(load(args.posterior).report(out, title=args.title))
             return 0
-        _use_all_cores()
         from .recipes import run_recipe
 
         fit, paths = run_recipe(
@@ -109,5 +109,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def console_main() -> int:
+    """The ``sdeppl`` console script: :func:`main` in a fresh process, with every CPU
+    core exposed as a JAX device (:func:`_use_all_cores`)."""
+    _use_all_cores()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

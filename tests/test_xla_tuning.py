@@ -29,6 +29,25 @@ def test_user_settings_win_and_tuning_can_be_turned_off():
     assert SMALL_LOOP_OPTION in env["XLA_FLAGS"]
 
 
+def test_importing_sdeppl_leaves_the_jax_backend_unstarted():
+    """XLA settings made after ``import sdeppl`` still take effect (the ``sdeppl``
+    command relies on it to expose every core): importing the package, its command
+    and its samplers evaluates no JAX array (BlackJAX, which does, is imported when a
+    sampler first runs)."""
+    code = """
+import os
+import sdeppl, sdeppl.cli, sdeppl.infer.hmc, sdeppl.recipes, sdeppl.report
+os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=3"
+import jax
+print(jax.local_device_count())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={"PATH": ""}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3"
+
+
 def test_a_small_filter_loop_compiles_as_one_function_after_import():
     """In a fresh process, importing sdeppl makes XLA hoist a 3-D Kalman loop (the
     compiled program holds a ``small_call``); with the tuning off it does not."""

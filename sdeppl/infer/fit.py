@@ -66,13 +66,17 @@ def _model_name(model) -> str:
     )
 
 
-def _check_int(name, value, minimum):
+def check_int(name, value, minimum, caller="fit"):
+    """``int(value)``, or a ``ValueError`` naming ``caller`` and the argument unless
+    ``value`` is an integer >= ``minimum``."""
     if (
         isinstance(value, bool)
         or not isinstance(value, int | np.integer)
         or value < minimum
     ):
-        raise ValueError(f"fit: {name} must be an int >= {minimum}; got {value!r}.")
+        raise ValueError(
+            f"{caller}: {name} must be an int >= {minimum}; got {value!r}."
+        )
     return int(value)
 
 
@@ -125,7 +129,7 @@ def _run_blackjax(adapter, key, settings, progress):
     total = settings["warmup"] + settings["samples"]
     method = settings["method"]
     label = "MCLMC" if method == "mclmc" else "NUTS"
-    callback = _progress_callback(label, total, num_chains, progress)
+    callback = _progress_callback(label, settings["warmup"], total, progress)
     runner = run_mclmc if method == "mclmc" else run_nuts
     options = {
         "num_warmup": settings["warmup"],
@@ -474,13 +478,13 @@ def fit(
         )
     settings = {
         "method": method,
-        "chains": _check_int("chains", chains, 1),
-        "warmup": _check_int("warmup", warmup, 0),
-        "samples": _check_int("samples", samples, 1),
-        "thinning": _check_int("thinning", thinning, 1),
-        "seed": _check_int("seed", seed, 0),
+        "chains": check_int("chains", chains, 1),
+        "warmup": check_int("warmup", warmup, 0),
+        "samples": check_int("samples", samples, 1),
+        "thinning": check_int("thinning", thinning, 1),
+        "seed": check_int("seed", seed, 0),
         "target_accept": float(target_accept),
-        "max_tree_depth": _check_int("max_tree_depth", max_tree_depth, 1),
+        "max_tree_depth": check_int("max_tree_depth", max_tree_depth, 1),
         "dense_mass": bool(dense_mass),
         "chain_method": chain_method,
     }

@@ -33,12 +33,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
-from blackjax.adaptation.step_size import dual_averaging_adaptation
+
+# BlackJAX is imported inside the drivers: importing it evaluates JAX arrays, which
+# starts JAX's backend, and ``import sdeppl`` must leave the backend unstarted so that
+# XLA settings (sdeppl/_xla.py, the ``sdeppl`` command's device count) still apply.
 
 
 class WarmupSchedule(NamedTuple):
@@ -95,23 +96,28 @@ class SamplerStats(NamedTuple):
     step_size: jax.Array
 
 
-def _progress_callback(label: str, total: int, chain_count: int, enabled: bool):
-    """A host callback that advances a tqdm bar, or ``None`` when progress is off."""
+def _progress_callback(label: str, num_warmup: int, total: int, enabled: bool):
+    """A host callback ``(step, chain_id)`` that advances one tqdm bar per chain and
+    names the phase (``warm-up`` until step ``num_warmup``, then ``sampling``), or
+    ``None`` when progress is off."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
     bars: dict = {}
+    phases: dict = {}
 
     def update(step, chain):
-        chain = int(np.asarray(chain).reshape(-1)[0])
+        chain, step = int(np.asarray(chain).reshape(-1)[0]), int(step)
         if chain not in bars:
-            bars[chain] = tqdm(
-                total=total, desc=f"{label} chain {chain}", leave=True, mininterval=0.5
-            )
+            bars[chain] = tqdm(total=total, leave=True, mininterval=0.5)
         bar = bars[chain]
-        bar.update(int(step) - bar.n)
-        if int(step) >= total:
+        phase = "warm-up" if step < num_warmup else "sampling"
+        if phases.get(chain) != phase:  # drawn at once: every phase shows
+            phases[chain] = phase
+            bar.set_description(f"{label} chain {chain} {phase}")
+        bar.update(step - bar.n)
+        if step >= total:
             bar.close()
 
     return update
@@ -153,6 +159,10 @@ def run_nuts(
     ``(num_kept,)`` arrays, and ``{"step_size", "inverse_mass_matrix",
     "warmup_divergences"}``.
     """
+    import blackjax
+    from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
+    from blackjax.adaptation.step_size import dual_averaging_adaptation
+
     dim = position.shape[0]
     num_kept = num_samples // thinning
     schedule = stan_schedule(num_warmup)
@@ -301,6 +311,8 @@ def run_mclmc(
 
     Returns ``(draws, stats, tuning)`` like :func:`run_nuts`, with :class:`MCLMCStats`.
     """
+    import blackjax
+
     dim = position.shape[0]
     num_kept = num_samples // thinning
     key_init, key_tune, key_run = jax.random.split(key, 3)

@@ -247,7 +247,8 @@ def test_progress_bars(capsys):
         log_likelihood=False,
     )
     err = capsys.readouterr().err
-    assert "NUTS chain 0" in err and "40/40" in err
+    assert "NUTS chain 0 warm-up" in err and "NUTS chain 0 sampling" in err
+    assert "40/40" in err
 
 
 def test_bad_arguments():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import sdeppl as sp
 from sdeppl.cli import main
 from sdeppl.recipes import RecipeError, read_recipe
 
@@ -191,12 +192,24 @@ def test_csv_data_file(tmp_path):
     )
 
 
-def test_console_script_is_installed():
+def test_console_script_runs_chains_on_every_core(tmp_path):
+    """The installed ``sdeppl`` command exposes every CPU core as a JAX device, so a
+    recipe's chains run in parallel (the run's metadata lists the devices)."""
     exe = Path(sys.executable).with_name("sdeppl")
-    result = subprocess.run(
+    listed = subprocess.run(
         [str(exe), "models", "--models", str(ROOT / "models")],
         capture_output=True,
         text=True,
-        env={**os.environ},
     )
-    assert result.returncode == 0 and "cir" in result.stdout
+    assert listed.returncode == 0 and "cir" in listed.stdout
+    tiny = _tiny(ROOT / "inference" / "cir_tbill.toml", tmp_path, chains=4)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    result = subprocess.run(
+        [str(exe), "run", str(tiny), "--out", str(tmp_path / "o"), "--quiet"],
+        capture_output=True,
+        text=True,
+        env={**env, "SDEPPL_COMPILATION_CACHE": "off"},
+    )
+    assert result.returncode == 0, result.stderr
+    devices = sp.load(tmp_path / "o" / "posterior.nc").metadata["devices"]
+    assert len(devices) == len(os.sched_getaffinity(0)), devices
