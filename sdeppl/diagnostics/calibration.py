@@ -33,16 +33,31 @@ def rank_statistics(
     return np.sum(posterior_draws < prior_values[:, None], axis=1)
 
 
+def rank_bins(num_draws: int, num_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bins of whole ranks over ``0..num_draws`` and their probabilities under
+    uniformity.
+
+    Bin edges are integers, so a bin holds ``edges[i+1] - edges[i]`` of the
+    ``num_draws + 1`` possible ranks and has that fraction as its probability (bins
+    that split the ranks unevenly are then still tested correctly). Returns
+    ``(edges, probabilities)`` with shapes ``(num_bins + 1,)`` and ``(num_bins,)``.
+    """
+    num_bins = min(num_bins, num_draws + 1)
+    edges = np.unique(np.round(np.linspace(0, num_draws + 1, num_bins + 1)))
+    return edges, np.diff(edges) / (num_draws + 1)
+
+
 def uniformity_pvalue(
     ranks: np.ndarray, num_draws: int, num_bins: int | None = None
 ) -> float:
-    """Chi-square test of uniform ranks over ``num_bins`` equal bins of
-    ``0..num_draws``."""
+    """Chi-square test that ranks are uniform on ``0..num_draws``, over ``num_bins``
+    bins of whole ranks (default: about 5 ranks per bin expected, 2 to 20 bins)."""
     ranks = np.asarray(ranks).ravel()
-    num_bins = num_bins or max(2, min(20, ranks.size // 5))
-    edges = np.linspace(0, num_draws + 1, num_bins + 1)
+    edges, probabilities = rank_bins(
+        num_draws, num_bins or max(2, min(20, ranks.size // 5))
+    )
     counts, _ = np.histogram(ranks, bins=edges)
-    return float(stats.chisquare(counts).pvalue)
+    return float(stats.chisquare(counts, ranks.size * probabilities).pvalue)
 
 
 @dataclass
@@ -82,10 +97,21 @@ class SBCResult:
         )
         for ax, name in zip(axes[0], names, strict=True):
             r = np.asarray(self.ranks[name]).ravel()
-            edges = np.linspace(0, self.num_draws + 1, num_bins + 1)
+            edges, probabilities = rank_bins(self.num_draws, num_bins)
             counts, _ = np.histogram(r, bins=edges)
-            lo, hi = stats.binom.ppf([0.005, 0.995], r.size, 1.0 / num_bins)
-            ax.axhspan(lo, hi, color="0.85", lw=0)
+            lo = stats.binom.ppf(0.005, r.size, probabilities)
+            hi = stats.binom.ppf(0.995, r.size, probabilities)
+            ax.fill_between(
+                edges,
+                np.append(lo, lo[-1]),
+                np.append(hi, hi[-1]),
+                step="post",
+                color="0.4",
+                alpha=0.3,
+                lw=0,
+                zorder=3,
+                label="99% band if uniform",
+            )
             ax.bar(
                 edges[:-1],
                 counts,

@@ -13,6 +13,7 @@ from numpyro.infer import Predictive
 from .._xla import fast_compile_jit
 from ..diagnostics.calibration import SBCResult, rank_statistics
 from ._model import ModelAdapter
+from .fit import check_int
 from .hmc import run_mclmc, run_nuts
 
 
@@ -55,6 +56,11 @@ def sbc(
     observed = (observed,) if isinstance(observed, str) else tuple(observed)
     if method not in ("blackjax", "mclmc"):
         raise ValueError(f"sbc: method must be 'blackjax' or 'mclmc'; got {method!r}.")
+    num_replicates = check_int("num_replicates", num_replicates, 1, "sbc")
+    num_draws = check_int("num_draws", num_draws, 1, "sbc")
+    warmup = check_int("warmup", warmup, 0, "sbc")
+    thinning = check_int("thinning", thinning, 1, "sbc")
+    seed = check_int("seed", seed, 0, "sbc")
     key = jax.random.key(seed)
     key_prior, key_fit = jax.random.split(key)
     prior = Predictive(model, num_samples=num_replicates)(key_prior, *args, **kwargs)

@@ -29,6 +29,16 @@ def test_rank_statistics_and_uniformity():
     assert uniformity_pvalue(rank_statistics(prior, overconfident), 99) < 1e-6
 
 
+def test_uniformity_test_with_bins_of_unequal_size():
+    """51 possible ranks in 4 bins hold 13, 13, 13 and 12 ranks: uniform ranks must
+    pass (equal expected counts would reject them at this sample size), and a rank
+    histogram missing its top ranks must fail."""
+    rng = np.random.default_rng(2)
+    uniform = rng.integers(0, 51, 40_000)
+    assert uniformity_pvalue(uniform, 50, num_bins=4) > 0.01
+    assert uniformity_pvalue(uniform[uniform < 48], 50, num_bins=4) < 1e-6
+
+
 def test_sbc_result_plot_and_verdict():
     rng = np.random.default_rng(1)
     result = SBCResult({"a": rng.integers(0, 100, 200)}, 99)
@@ -58,3 +68,7 @@ def test_sbc_argument_errors():
         sp.diagnostics.sbc(
             ou, jnp.arange(5.0), observed="y", num_replicates=2, progress=False
         )
+    with pytest.raises(ValueError, match="sbc: num_replicates must be an int >= 1"):
+        sp.diagnostics.sbc(ou, jnp.arange(5.0), observed="x", num_replicates=0)
+    with pytest.raises(ValueError, match="sbc: thinning must be an int >= 1; got 1.5"):
+        sp.diagnostics.sbc(ou, jnp.arange(5.0), observed="x", thinning=1.5)
