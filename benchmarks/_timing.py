@@ -58,10 +58,13 @@ def min_bulk_ess(idata, names=("theta", "mu", "sigma")) -> float:
     return float(min(ess[v].item() for v in names))
 
 
-def run_worker_process(script, name: str, seed: int, cache_dir: str) -> dict:
-    """Run ``script --worker NAME --seed SEED`` in a fresh Python process with its own
-    compilation cache (``SDEPPL_COMPILATION_CACHE``), single-threaded BLAS and the
-    benchmarks folder on the path; return the JSON object its last line prints."""
+def run_worker_process(
+    script, name: str, seed: int, cache_dir: str, extra_args=()
+) -> dict:
+    """Run ``script --worker NAME --seed SEED [extra_args]`` in a fresh Python process
+    with its own compilation cache (``SDEPPL_COMPILATION_CACHE``), single-threaded BLAS
+    and the benchmarks folder on the path; return the JSON object its last line
+    prints."""
     env = {
         **os.environ,
         "SDEPPL_COMPILATION_CACHE": cache_dir,
@@ -69,7 +72,8 @@ def run_worker_process(script, name: str, seed: int, cache_dir: str) -> dict:
         "PYTHONPATH": str(Path(__file__).resolve().parent),
     }
     out = subprocess.run(
-        [sys.executable, str(script), "--worker", name, "--seed", str(seed)],
+        [sys.executable, str(script), "--worker", name, "--seed", str(seed)]
+        + list(extra_args),
         capture_output=True,
         text=True,
         check=True,

@@ -43,6 +43,7 @@ def worker(name: str, seed: int) -> dict:
 
     jax.config.update("jax_enable_x64", True)
     import arviz as az
+    import blackjax  # noqa: F401 - imported by sp.fit on first use; imports are not timed
     import jax.numpy as jnp
     import numpyro.distributions as dist
     from _timing import min_bulk_ess
