@@ -112,11 +112,11 @@ def _progress_callback(label: str, num_warmup: int, total: int, enabled: bool):
         if chain not in bars:
             bars[chain] = tqdm(total=total, leave=True, mininterval=0.5)
         bar = bars[chain]
+        bar.update(step - bar.n)
         phase = "warm-up" if step < num_warmup else "sampling"
         if phases.get(chain) != phase:  # drawn at once: every phase shows
             phases[chain] = phase
             bar.set_description(f"{label} chain {chain} {phase}")
-        bar.update(step - bar.n)
         if step >= total:
             bar.close()
 

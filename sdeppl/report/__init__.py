@@ -6,11 +6,11 @@ resources:
 
 1. a verdict banner (the worst diagnostic status),
 2. the model and data: observed variables, their shapes, time spans and missing values,
-3. parameter posteriors: a table (mean, sd, 5/50/95% quantiles, ESS, R-hat), intervals
-   and densities,
+3. parameter posteriors: a table (mean, sd, 5/50/95% quantiles, ESS, R-hat) and one
+   panel per parameter on its own scale (histogram, median, 50% and 90% intervals),
 4. every path: observations with posterior / posterior-predictive 50% and 90% bands and
    forecasts beyond the last time,
-5. trace and rank plots,
+5. trace and rank plots (every chain's draws in order; rank histograms per chain),
 6. the diagnostics table with pass/warn/fail and advice,
 7. run metadata (backend, settings, seed, versions, devices, wall time).
 
@@ -208,11 +208,12 @@ def render_report(fit, *, title: str | None = None) -> str:
     if var_names:
         parts += [
             "<h2>Parameter posteriors</h2>",
-            "<p>Posterior mean, standard deviation and 5/50/95% quantiles; intervals "
-            "below are 90% highest-density intervals (thick: interquartile).</p>",
+            "<p>Posterior mean, standard deviation and 5/50/95% quantiles. Each "
+            "panel shows one posterior on its own scale: the histogram of the draws, "
+            "the median (line) and the 50% (dark) and 90% (light) central "
+            "intervals; the title reads median [5%, 95%].</p>",
             _parameter_table(idata, var_names),
             _img(_plots.posterior_figure(idata, var_names), "posterior intervals"),
-            _img(_plots.density_figure(idata, var_names), "posterior densities"),
         ]
     paths = _path_variables(idata)
     if paths:
@@ -234,6 +235,10 @@ def render_report(fit, *, title: str | None = None) -> str:
     if var_names:
         parts += [
             "<h2>Traces and ranks</h2>",
+            "<p>Left: every chain's draws in order (chains that agree overlap and "
+            "show no trend). Right: where each chain's draws rank among all draws; "
+            "the bars are flat, near the dashed line, when the chains sample the same "
+            "distribution.</p>",
             _img(_plots.trace_figure(idata, var_names), "trace and rank plots"),
         ]
     parts += [

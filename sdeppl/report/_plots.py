@@ -10,7 +10,6 @@ import warnings
 import matplotlib
 
 matplotlib.use("Agg", force=False)
-import arviz as az  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -115,46 +114,106 @@ def _match_series(observed, time_dim, series_label):
     return np.full(observed.sizes[time_dim], np.nan)
 
 
+def scalar_draws(idata, var_names) -> list[tuple[str, np.ndarray]]:
+    """Every element of the named posterior variables as ``(label, draws)``, draws
+    ``(chain, draw)``; labels ``name`` or ``name[i,j]`` as in ArviZ summaries."""
+    post = idata.posterior
+    out = []
+    for name in var_names:
+        values = np.asarray(post[name].values, dtype=float)
+        shape = values.shape[2:]
+        for index in np.ndindex(*shape):
+            label = f"{name}[{','.join(map(str, index))}]" if shape else name
+            out.append((label, values[(slice(None), slice(None), *index)]))
+    return out
+
+
+def _grid(count: int, columns: int, width: float, row_height: float):
+    rows = int(np.ceil(count / columns))
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(width, row_height * rows), squeeze=False
+    )
+    for ax in axes.ravel()[count:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()[:count]
+
+
 def posterior_figure(idata, var_names) -> str:
-    """Marginal posteriors with 50% and 90% intervals."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        axes = az.plot_forest(
-            idata,
-            var_names=var_names,
-            combined=True,
-            hdi_prob=0.9,
-            figsize=(7, 0.5 + 0.45 * _count(idata, var_names)),
+    """One panel per parameter, on its own scale: the posterior histogram with its 90%
+    (light) and 50% (dark) central intervals and the median (the table's 5/25/50/75/95%
+    quantiles)."""
+    params = scalar_draws(idata, var_names)
+    fig, axes = _grid(len(params), min(3, len(params)), 9.5, 2.1)
+    for ax, (label, draws) in zip(axes, params, strict=True):
+        x = draws.ravel()
+        x = x[np.isfinite(x)]
+        if x.size == 0:
+            ax.set_title(f"{label}: no finite draws", fontsize=9)
+            continue
+        q05, q25, q50, q75, q95 = np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95])
+        lo, hi = np.quantile(x, [0.005, 0.995])
+        counts, edges = np.histogram(x, bins=40, range=(lo, hi) if hi > lo else None)
+        ax.stairs(counts, edges, fill=True, color="#d9d9d9")
+        ax.axvspan(q05, q95, color=BAND_COLOUR, alpha=0.18, lw=0)
+        ax.axvspan(q25, q75, color=BAND_COLOUR, alpha=0.35, lw=0)
+        ax.axvline(q50, color=BAND_COLOUR, lw=1.5)
+        ax.set_title(
+            f"{label}: {q50:.3g}  [{q05:.3g}, {q95:.3g}]", fontsize=9, loc="left"
         )
-    return to_png(np.ravel(axes)[0].figure)
-
-
-def density_figure(idata, var_names) -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        axes = az.plot_posterior(
-            idata,
-            var_names=var_names,
-            hdi_prob=0.9,
-            figsize=(9, 2.6 * int(np.ceil(_count(idata, var_names) / 3))),
-        )
-    return to_png(np.ravel(axes)[0].figure)
+        ax.set_yticks([])
+        ax.tick_params(labelsize=8)
+        for side in ("left", "right", "top"):
+            ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    return to_png(fig)
 
 
 def trace_figure(idata, var_names) -> str:
-    """Trace (left) and rank plots (right) per parameter and chain."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        axes = az.plot_trace(
-            idata,
-            var_names=var_names,
-            kind="rank_bars",
-            figsize=(10, 2.0 * _count(idata, var_names)),
+    """Per parameter, the trace of every chain (left) and the histogram of each
+    chain's draws' ranks among all draws (right: flat when the chains agree; the
+    dashed line is the uniform level)."""
+    from scipy.stats import rankdata
+
+    params = scalar_draws(idata, var_names)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(
+        len(params),
+        2,
+        figsize=(10, 1.7 * len(params)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [2.2, 1]},
+    )
+    for (ax_trace, ax_rank), (label, draws) in zip(axes, params, strict=True):
+        num_chains, num_draws = draws.shape
+        for c in range(num_chains):
+            ax_trace.plot(draws[c], lw=0.5, alpha=0.75, color=colours[c % len(colours)])
+        ax_trace.set_ylabel(label, fontsize=9)
+        ax_trace.tick_params(labelsize=8)
+        ranks = rankdata(draws.ravel()).reshape(draws.shape)
+        bins = max(5, min(20, num_draws // 10))
+        edges = np.linspace(0.5, draws.size + 0.5, bins + 1)
+        expected = num_draws / bins
+        for c in range(num_chains):
+            counts, _ = np.histogram(ranks[c], bins=edges)
+            ax_rank.bar(
+                edges[:-1],
+                0.8 * counts / (2 * expected),
+                bottom=c,
+                width=np.diff(edges),
+                align="edge",
+                color=colours[c % len(colours)],
+                alpha=0.6,
+                lw=0,
+            )
+            ax_rank.axhline(c + 0.4, color="k", ls="--", lw=0.6)
+        ax_rank.set_yticks(
+            np.arange(num_chains) + 0.4, [str(c) for c in range(num_chains)]
         )
-    return to_png(np.ravel(axes)[0].figure)
-
-
-def _count(idata, var_names) -> int:
-    post = idata.posterior
-    per_draw = post.sizes["chain"] * post.sizes["draw"]
-    return max(1, sum(post[v].size // per_draw for v in var_names))
+        ax_rank.set_ylabel("chain", fontsize=8)
+        ax_rank.tick_params(labelsize=8)
+    axes[0, 0].set_title("traces", fontsize=9, loc="left")
+    axes[0, 1].set_title("rank histograms", fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("draw", fontsize=9)
+    axes[-1, 1].set_xlabel("rank among all draws", fontsize=9)
+    fig.tight_layout()
+    return to_png(fig)

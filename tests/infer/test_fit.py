@@ -149,13 +149,18 @@ def funnel():
     numpyro.sample("z", dist.Normal(0.0, jnp.exp(v / 2)).expand([9]).to_event(1))
 
 
-def test_bad_fit_is_flagged_fail():
-    """Neal's funnel, centred, with 10 warm-up steps: divergences and R-hat fail."""
+def test_bad_fit_is_flagged_fail(tmp_path):
+    """Neal's funnel, centred, with 10 warm-up steps: divergences and R-hat fail, in
+    the diagnostics table and in the report's banner and table."""
     bad = sp.fit(funnel, chains=2, warmup=10, samples=300, seed=0, progress=False)
     table = bad.diagnostics()
     assert bad.verdict == "fail"
     failing = set(table.loc[table["status"] == "fail", "check"])
     assert failing & {"divergences", "R-hat", "bulk ESS"}, table.to_string()
+    bad.report(tmp_path / "bad.html")
+    html = (tmp_path / "bad.html").read_text(encoding="utf-8")
+    assert "Overall verdict: <b>fail</b>" in html
+    assert html.count(">fail</span>") == len(failing)
 
 
 def test_save_and_load_round_trip(tmp_path, blackjax_fit):

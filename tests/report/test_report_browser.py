@@ -84,8 +84,8 @@ def report(tmp_path_factory):
 def test_report_is_self_contained(report):
     html = report.read_text()
     assert (
-        html.count('src="data:image/png;base64,') >= 4
-    )  # intervals, densities, path, traces
+        html.count('src="data:image/png;base64,') >= 3
+    )  # posteriors with intervals, path, traces and ranks
     assert not re.search(r'src="(?!data:)', html), (
         "an image or script loads from outside the page"
     )
@@ -125,7 +125,7 @@ def test_report_in_headless_chromium(report, tmp_path):
     match = re.search(r"data-probe=\"([^\"]*)\"", dom.stdout)
     assert match, dom.stderr[-2000:]
     probe = json.loads(match.group(1).replace("&quot;", '"'))
-    assert probe["images"] >= 4 and probe["loaded"] == probe["images"], probe
+    assert probe["images"] >= 3 and probe["loaded"] == probe["images"], probe
     assert probe["errors"] == [], probe
 
     shot = tmp_path / "report.png"
