@@ -24,7 +24,7 @@ def sbc(
     num_replicates: int = 100,
     num_draws: int = 99,
     warmup: int = 500,
-    thinning: int = 2,
+    thinning: int = 5,
     method: str = "blackjax",
     seed: int = 0,
     progress: bool = True,
@@ -45,6 +45,12 @@ def sbc(
         The model and its arguments *without* the observations.
     observed
         Name (or names) of the sites treated as data.
+    thinning
+        Keep every ``thinning``-th draw. Ranks are uniform only if the posterior draws
+        are close to independent (Talts et al. 2018); autocorrelated draws make the
+        rank histogram lumpy and the test reject a calibrated sampler. On the OU model
+        of the tests (40 points, 256 replicates), thinning 2 gave a uniformity p-value
+        of 0.0003 for $\mu$, thinning 5 gave 0.60. Raise it for slowly mixing models.
     method
         ``"blackjax"`` (NUTS) or ``"mclmc"``.
 
