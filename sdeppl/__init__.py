@@ -21,9 +21,9 @@ The package is layered: :mod:`sdeppl.solvers` (pure JAX), :mod:`sdeppl.processes
 :mod:`sdeppl.infer` (backends, ``fit``), :mod:`sdeppl.report` and the ``sdeppl`` CLI.
 """
 
-from ._xla import tune_cpu_loops
+from ._xla import tune_cpu_loops as _tune_cpu_loops
 
-tune_cpu_loops()  # before JAX starts its backend; see sdeppl/_xla.py
+_tune_cpu_loops()  # before JAX starts its backend; see sdeppl/_xla.py
 
 from . import diagnostics as diagnostics  # noqa: E402
 from .infer import Fit as Fit  # noqa: E402
