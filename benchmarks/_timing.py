@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,19 @@ def run_worker_process(
         env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median_row(name: str, runs: list[dict], keys, **extra) -> dict:
+    """One table row: ``impl``, ``extra``, the median of each of ``keys`` over ``runs``
+    (each key separately), and the runs themselves."""
+    row = {"impl": name, **extra}
+    row.update({k: statistics.median(r[k] for r in runs) for k in keys})
+    row["runs"] = runs
+    return row
+
+
+def save_results(name: str, rows: list[dict]) -> None:
+    """Write ``rows`` to ``benchmarks/results/NAME.json`` (not committed)."""
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(rows, indent=1))

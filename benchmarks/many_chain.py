@@ -30,31 +30,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from _timing import run_worker_process
+from _timing import median_row, run_worker_process, save_results
+from sampler import ou_euler_model
 
 HERE = Path(__file__).resolve().parent
 NUM_KEPT = 2000
-
-
-def _model():
-    import numpyro
-    import numpyro.distributions as dist
-
-    import sdeppl as sp
-
-    def model(ts, x=None):
-        theta = numpyro.sample("theta", dist.HalfNormal(1.0))
-        mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
-        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
-        sde = sp.SDE(drift=lambda t, x: theta * (mu - x), diffusion=lambda t, x: sigma)
-        numpyro.sample("x", sp.Path(sde, ts, x0=0.0, method="euler"), obs=x)
-
-    return model
 
 
 def _chees(model, ts, xs, num_chains, num_warmup, seed):
@@ -110,7 +94,7 @@ def worker(name: str, seed: int, chees_warmup: int) -> dict:
     from problems import ou_nuts_data
 
     ts, xs = ou_nuts_data()
-    model = _model()
+    model = ou_euler_model()
     sp.infer.enable_compilation_cache()  # what fit does, for ChEES too
     start = time.perf_counter()
     if name == "nuts_default":
@@ -159,21 +143,16 @@ def main():
             )
             for seed in range(args.repeats)
         ]
-        row = {"impl": name}
-        for key in ("wall_s", "min_ess_bulk", "ess_per_s", "max_rhat"):
-            row[key] = statistics.median(r[key] for r in runs)
-        row["runs"] = runs
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        keys = ("wall_s", "min_ess_bulk", "ess_per_s", "max_rhat")
+        rows.append(median_row(name, runs, keys))
+        print(json.dumps(rows[-1]), flush=True)
     print(f"\n{'impl':14s} {'wall s':>7s} {'min ESS':>8s} {'ESS/s':>7s} {'R-hat':>6s}")
     for r in rows:
         print(
             f"{r['impl']:14s} {r['wall_s']:7.2f} {r['min_ess_bulk']:8.0f} "
             f"{r['ess_per_s']:7.0f} {r['max_rhat']:6.3f}"
         )
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    (results / "many_chain.json").write_text(json.dumps(rows, indent=1))
+    save_results("many_chain", rows)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -47,7 +46,7 @@ import sdeppl as sp  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _timing import CompileSpans  # noqa: E402
+from _timing import CompileSpans, median_row, save_results  # noqa: E402
 from problems import ou_nuts_data  # noqa: E402
 
 DT = 0.1
@@ -123,17 +122,13 @@ def run_variant(model, ts, x, seed, spans, num_warmup, num_samples):
     }
 
 
-def median_row(name, runs):
-    keys = (
-        "wall_s",
-        "compile_s",
-        "min_ess_bulk",
-        "ess_per_s",
-        "ess_per_s_excl_compile",
-    )
-    row = {"impl": name, **{k: statistics.median(r[k] for r in runs) for k in keys}}
-    row["means"] = runs[0]["means"]
-    return row
+ROW_KEYS = (
+    "wall_s",
+    "compile_s",
+    "min_ess_bulk",
+    "ess_per_s",
+    "ess_per_s_excl_compile",
+)
 
 
 def main():
@@ -152,7 +147,7 @@ def main():
             run_variant(model, ts, x, seed, spans, args.num_warmup, args.num_samples)
             for seed in range(args.repeats)
         ]
-        rows.append(median_row(name, runs))
+        rows.append(median_row(name, runs, ROW_KEYS, means=runs[0]["means"]))
         print(json.dumps(rows[-1]), flush=True)
     if not args.no_dynestyx:
         python = os.environ.get("DYNESTYX_PYTHON", "/work/venv-dx/bin/python")
@@ -194,9 +189,7 @@ def main():
             f"{r['ess_per_s_excl_compile']:9.1f} {base['ess_per_s'] / r['ess_per_s']:15.2f} "
             f"{base['ess_per_s_excl_compile'] / r['ess_per_s_excl_compile']:15.2f}"
         )
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    (results / "ou_nuts.json").write_text(json.dumps(rows, indent=1))
+    save_results("ou_nuts", rows)
 
 
 if __name__ == "__main__":

@@ -33,13 +33,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _timing import run_worker_process
+from _timing import median_row, run_worker_process, save_results
 
 HERE = Path(__file__).resolve().parent
 CONTENDERS = {
@@ -48,6 +47,24 @@ CONTENDERS = {
     "sdeppl_numpyro": {"method": "nuts", "devices": 1},
     "sdeppl_mclmc": {"method": "mclmc", "devices": 2},
 }
+
+
+def ou_euler_model():
+    """The OU-NUTS model with the Euler likelihood, written with ``sp.Path`` (imports
+    inside: callers choose the device count before JAX starts)."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    import sdeppl as sp
+
+    def model(ts, x=None):
+        theta = numpyro.sample("theta", dist.HalfNormal(1.0))
+        mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        sde = sp.SDE(drift=lambda t, x: theta * (mu - x), diffusion=lambda t, x: sigma)
+        numpyro.sample("x", sp.Path(sde, ts, x0=0.0, method="euler"), obs=x)
+
+    return model
 
 
 def worker(name: str, seed: int) -> dict:
@@ -60,7 +77,6 @@ def worker(name: str, seed: int) -> dict:
 
     jax.config.update("jax_enable_x64", True)
     import blackjax  # noqa: F401 - imported by sp.fit on first use; imports are not timed
-    import numpyro.distributions as dist
 
     import sdeppl as sp
 
@@ -69,13 +85,7 @@ def worker(name: str, seed: int) -> dict:
     from problems import ou_nuts_data
 
     ts, xs = ou_nuts_data()
-
-    def model(ts, x=None):
-        theta = numpyro.sample("theta", dist.HalfNormal(1.0))
-        mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
-        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
-        sde = sp.SDE(drift=lambda t, x: theta * (mu - x), diffusion=lambda t, x: sigma)
-        numpyro.sample("x", sp.Path(sde, ts, x0=0.0, method="euler"), obs=x)
+    model = ou_euler_model()
 
     start = time.perf_counter()
     fit = sp.fit(
@@ -172,17 +182,12 @@ def main():
         print(
             f"{r['impl']:16s} {r['cache']:6s} {r['wall_s']:7.2f} {r['min_ess_bulk']:8.0f} {r['ess_per_s']:7.0f}"
         )
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    (results / "sampler.json").write_text(json.dumps(rows, indent=1))
+    save_results("sampler", rows)
 
 
 def _median(runs, state):
-    row = {"impl": runs[0]["impl"], "cache": state}
-    for key in ("wall_s", "min_ess_bulk", "ess_per_s"):
-        row[key] = statistics.median(r[key] for r in runs)
-    row["runs"] = runs
-    return row
+    keys = ("wall_s", "min_ess_bulk", "ess_per_s")
+    return median_row(runs[0]["impl"], runs, keys, cache=state)
 
 
 if __name__ == "__main__":

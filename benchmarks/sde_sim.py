@@ -35,6 +35,7 @@ import sdeppl as sp  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _timing import save_results  # noqa: E402
 from problems import DOUBLE_WELL  # noqa: E402
 
 
@@ -144,9 +145,7 @@ def main():
             f"{r['impl'] + ' ' + str(r.get('prng', '')):34s} {r['dtype']:8s} {r['path_steps_per_s']:14.3e} "
             f"{ours / r['path_steps_per_s']:20.2f}  {r['mean']:+.3f} {r['sd']:.3f}"
         )
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    (results / "sde_sim.json").write_text(json.dumps(rows, indent=1))
+    save_results("sde_sim", rows)
 
 
 if __name__ == "__main__":
