@@ -116,19 +116,9 @@ def _parameter_table(idata, var_names) -> str:
     import arviz as az
 
     summary = az.summary(idata, var_names=var_names, stat_focus="mean", hdi_prob=0.9)
-    post = idata.posterior
     rows = []
-    for label in summary.index:
-        name = label.split("[")[0]
-        values = post[name].values.reshape(post.sizes["chain"] * post.sizes["draw"], -1)
-        if "[" in label:
-            flat_index = list(
-                summary.index[summary.index.str.startswith(name + "[")]
-            ).index(label)
-            column = values[:, flat_index]
-        else:
-            column = values[:, 0]
-        q05, q50, q95 = np.quantile(column, [0.05, 0.5, 0.95])
+    for label, draws in _plots.scalar_draws(idata, var_names):
+        q05, q50, q95 = np.quantile(draws, [0.05, 0.5, 0.95])
         r = summary.loc[label]
         rows.append(
             [

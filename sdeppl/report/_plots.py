@@ -116,14 +116,14 @@ def _match_series(observed, time_dim, series_label):
 
 def scalar_draws(idata, var_names) -> list[tuple[str, np.ndarray]]:
     """Every element of the named posterior variables as ``(label, draws)``, draws
-    ``(chain, draw)``; labels ``name`` or ``name[i,j]`` as in ArviZ summaries."""
+    ``(chain, draw)``; labels ``name`` or ``name[i, j]``, as in ArviZ summaries."""
     post = idata.posterior
     out = []
     for name in var_names:
         values = np.asarray(post[name].values, dtype=float)
         shape = values.shape[2:]
         for index in np.ndindex(*shape):
-            label = f"{name}[{','.join(map(str, index))}]" if shape else name
+            label = f"{name}[{', '.join(map(str, index))}]" if shape else name
             out.append((label, values[(slice(None), slice(None), *index)]))
     return out
 
