@@ -34,6 +34,7 @@ from .processes import SDE as SDE  # noqa: E402
 from .processes import GaussianObservation as GaussianObservation  # noqa: E402
 from .processes import LinearGaussian as LinearGaussian  # noqa: E402
 from .processes import LinearSDE as LinearSDE  # noqa: E402
+from .processes import Observation as Observation  # noqa: E402
 from .processes import Path as Path  # noqa: E402
 from .processes import PathReparam as PathReparam  # noqa: E402
 from .processes import StateSpace as StateSpace  # noqa: E402

@@ -4,17 +4,20 @@
 - :class:`Path`: the distribution of an SDE's path at given times (likelihood with
   ``obs=``, latent path without).
 - :class:`StateSpace`: noisy observations of a latent SDE, the path integrated out by a
-  Kalman, extended or unscented filter (:class:`LinearGaussian`,
-  :class:`GaussianObservation`).
+  Kalman, extended or unscented filter.
+- Observation models (:mod:`.observations`): :class:`LinearGaussian`,
+  :class:`GaussianObservation`, and :class:`Observation` for any state -> NumPyro
+  distribution function.
 - :func:`reparam_paths`: non-centred latent paths and data augmentation for inference.
 """
 
+from .observations import GaussianObservation as GaussianObservation
+from .observations import LinearGaussian as LinearGaussian
+from .observations import Observation as Observation
 from .path import Path as Path
 from .reparam import PathReparam as PathReparam
 from .reparam import reparam_paths as reparam_paths
 from .sde import OU as OU
 from .sde import SDE as SDE
 from .sde import LinearSDE as LinearSDE
-from .statespace import GaussianObservation as GaussianObservation
-from .statespace import LinearGaussian as LinearGaussian
 from .statespace import StateSpace as StateSpace

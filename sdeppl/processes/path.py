@@ -11,6 +11,7 @@ from numpyro.distributions.util import validate_sample
 from ..solvers import (
     bridge_moments,
     bridge_scale_kind,
+    fine_grid,
     gaussian_log_prob,
     gaussian_transform,
 )
@@ -171,8 +172,7 @@ class Path(Distribution):
         )
         self._state_shape = state_shape
         batch_shape, noise_dim = self._infer_shapes(init_batch)
-        kind = sde.scale_kind(method)
-        self._noise_size = noise_dim if kind == "factor" else self.state_dim
+        self._noise_size = self._transition().noise_size
         if self.substeps and noise_dim < self.state_dim:
             raise ValueError(
                 "Path: substeps need a full-rank diffusion; this SDE has "
@@ -203,12 +203,8 @@ class Path(Distribution):
     def fine_ts(self):
         """The simulation grid: ``ts`` with ``substeps`` equal steps inserted per
         gap."""
-        if not self.substeps:
-            return self.ts
         xp = np if is_concrete(self.ts) else jnp  # keep a concrete grid concrete
-        frac = xp.arange(self.substeps + 1, dtype=self.ts.dtype) / (self.substeps + 1)
-        inner = self.ts[:-1, None] + (self.ts[1:] - self.ts[:-1])[:, None] * frac
-        return xp.concatenate([inner.reshape(-1), self.ts[-1:]])
+        return fine_grid(self.ts, self.substeps, xp)
 
     @property
     def noise_shape(self) -> tuple[int, int]:
@@ -221,8 +217,7 @@ class Path(Distribution):
         sde.fields(self.scalar_state)  # the SDE's own checks of the state first
         probe = jax.ShapeDtypeStruct(init_batch + self._state_shape, self.ts.dtype)
         shapes = {}
-        for name in ("drift", "diffusion"):
-            fn = getattr(sde, name)
+        for name, fn in zip(("drift", "diffusion"), sde.closures(), strict=True):
             try:
                 shapes[name] = jax.eval_shape(lambda x, fn=fn: fn(t0, x), probe).shape
             except Exception as e:  # the user's closure failed on a state of this shape
@@ -281,7 +276,7 @@ class Path(Distribution):
         if self.sde.noise != "diagonal" or not is_concrete(x):
             return
         try:
-            value = self.sde.diffusion(t, x)
+            value = self.sde.closures()[1](t, x)
         except Exception:  # closures that only work traced are checked in log_prob
             return
         if is_concrete(value) and np.any(np.asarray(value) < 0):
@@ -294,6 +289,10 @@ class Path(Distribution):
     # -- internal layout ---------------------------------------------------------------
     def _fields(self):
         return self.sde.fields(self.scalar_state)
+
+    def _transition(self):
+        """The layer-1 :class:`~sdeppl.solvers.Transition` of ``method``."""
+        return self.sde.transition(self.method, self._state_shape, "Path")
 
     def _to_internal(self, value):
         """``(*lead, T, *state)`` -> ``(*lead, T, d)``."""
@@ -336,19 +335,14 @@ class Path(Distribution):
         )
         start = jnp.broadcast_to(start, lead + self.batch_shape + (self.state_dim,))
         xi = jnp.broadcast_to(xi, lead + self.batch_shape + self.noise_shape)
-        fields, kind, method = (
-            self._fields(),
-            self.sde.scale_kind(self.method),
-            self.method,
-        )
+        transition = self._transition()
         tf = self.fine_ts
-        coef = self.sde.coefficients(method, tf[:-1], tf[1:])
+        coef = transition.coefficients(tf[:-1], tf[1:])
 
         def one(x_start, xi_one):  # x_start (*batch, d), xi_one (*batch, K, k)
             def step(x, args):
                 c, t0, t1, z = args
-                mean, scale = self.sde.moments(method, fields, c, t0, t1, x)
-                x_next = gaussian_transform(mean, scale, kind, z)
+                x_next = transition.transform(t0, t1, x, z, c)
                 return x_next, x_next
 
             _, xs = jax.lax.scan(
@@ -421,24 +415,14 @@ class Path(Distribution):
         x = jnp.broadcast_to(
             x, jnp.broadcast_shapes(x.shape[:-2], self.batch_shape) + x.shape[-2:]
         )
-        nb = (
-            x.ndim - 2
-        )  # leading dims (e.g. from plates) are batch dims of the closures
-        fields, kind, method = (
-            self._fields(),
-            self.sde.scale_kind(self.method),
-            self.method,
-        )
+        transition = self._transition()
         t0s, t1s = self.ts[observed[:-1]], self.ts[observed[1:]]
-        coef = self.sde.coefficients(method, t0s, t1s)
-        moments = jax.vmap(
-            lambda c, t0, t1, x: self.sde.moments(method, fields, c, t0, t1, x),
-            in_axes=(0, 0, 0, nb),
-            out_axes=nb,
-        )
-        means, scales = moments(coef, t0s, t1s, x[..., observed[:-1], :])
-        z = jax.random.normal(key, means.shape[:-1] + (scales.shape[-1],), means.dtype)
-        draws = gaussian_transform(means, scales, kind, z)
+        coef = transition.coefficients(t0s, t1s)
+        # leading dims (e.g. from plates) are batch dims of the closures
+        x_prev = jnp.moveaxis(x[..., observed[:-1], :], -2, 0)
+        keys = jax.random.split(key, t0s.shape[0])
+        draws = jax.vmap(transition.sample)(keys, t0s, t1s, x_prev, coef)
+        draws = jnp.moveaxis(draws, 0, -2)
         out = jnp.full(x.shape, jnp.nan, x.dtype).at[..., observed[1:], :].set(draws)
         return self._from_internal(out)
 
@@ -492,27 +476,25 @@ class Path(Distribution):
         """
         nb = len(self.batch_shape)
         lead = x_prev.shape[: x_prev.ndim - 2 - nb]
-        fields, kind, method = (
-            self._fields(),
-            self.sde.scale_kind(self.method),
-            self.method,
-        )
-        coef = self.sde.coefficients(method, t0s, t1s)
-        moments = jax.vmap(
-            lambda c, t0, t1, x: self.sde.moments(method, fields, c, t0, t1, x),
-            in_axes=(0, 0, 0, nb),
-            out_axes=nb,
-        )
+        transition = self._transition()
+        if self.sde.noise == "diagonal" and is_concrete(x_prev):
+            scales = jax.vmap(self._fields().diffusion, in_axes=(0, -2))(t0s, x_prev)
+            if np.any(np.asarray(scales) < 0):
+                raise ValueError(
+                    "Path: the diffusion returned a negative scale (min "
+                    f"{float(np.min(np.asarray(scales))):.4g}); a diagonal diffusion "
+                    "is a standard deviation and must be >= 0."
+                )
         flat_prev = x_prev.reshape((-1,) + x_prev.shape[len(lead) :])
         flat_next = x_next.reshape((-1,) + x_next.shape[len(lead) :])
-        means, scales = jax.vmap(lambda x: moments(coef, t0s, t1s, x))(flat_prev)
-        if kind == "diag" and is_concrete(scales) and np.any(np.asarray(scales) < 0):
-            raise ValueError(
-                "Path: the diffusion returned a negative scale (min "
-                f"{float(np.min(np.asarray(scales))):.4g}); a diagonal diffusion is a "
-                "standard deviation and must be >= 0."
+
+        def one(x0s, x1s):  # (*batch, K, d) -> (*batch, K)
+            lp = transition.log_prob(
+                t0s, t1s, jnp.moveaxis(x0s, -2, 0), jnp.moveaxis(x1s, -2, 0)
             )
-        lp = gaussian_log_prob(flat_next, means, scales, kind)
+            return jnp.moveaxis(lp, 0, -1)
+
+        lp = jax.vmap(one)(flat_prev, flat_next)
         return lp.reshape(lead + lp.shape[1:])
 
     def _observed_index(self, value):
@@ -612,8 +594,8 @@ class Path(Distribution):
         y = jnp.broadcast_to(y, self.batch_shape + y.shape[-2:])
         y = jnp.where(jnp.isnan(y), 0.0, y)
         z = jnp.broadcast_to(z, self.batch_shape + z.shape[-2:])
-        fields, method = self._fields(), self.method
-        kind_p = self.sde.scale_kind(method)
+        fields, transition = self._fields(), self._transition()
+        kind_p = transition.scale_kind
         kind_q = bridge_scale_kind(fields.diffusion)
         tf = self.fine_ts
         y_fine = y[..., np.maximum(plan["obs_index"], 0), :]  # (*batch, F, d)
@@ -630,7 +612,7 @@ class Path(Distribution):
         def step(carry, args):
             x, lp = carry
             t0, t1, obs_next, y_next, z_next, has_t, tt, yt = args
-            mean_p, scale_p = self.sde.moments(method, fields, None, t0, t1, x)
+            mean_p, scale_p = transition.moments(t0, t1, x, None)
             if centered:
                 x_lat, weight = z_next, 0.0
             else:

@@ -22,26 +22,22 @@ import numpy as np
 from numpyro.distributions import constraints
 
 from ..solvers import (
+    TRANSITIONS,
     Diffusion,
-    affine_discretisation,
-    affine_moments,
-    euler_moments,
-    euler_scale_kind,
-    local_linear_moments,
-    ou_moments,
+    Transition,
+    affine_transition,
+    build_transition,
+    ou_transition,
 )
 from ..solvers import simulate as _simulate_solver
-from ..solvers.simulate import get_scheme
-from ._checks import check_times, uniform_step
+from ._checks import check_times
 
 
 class Fields(NamedTuple):
-    """Drift and diffusion on ``(*batch, d)`` states, plus parameters in state
-    layout."""
+    """Drift and diffusion acting on internal ``(*batch, d)`` states."""
 
     drift: Callable
     diffusion: Diffusion
-    params: object = None
 
 
 class SDE:
@@ -50,13 +46,21 @@ class SDE:
     Parameters
     ----------
     drift
-        $f$: ``drift(t, x)``; returns the shape of ``x`` (``(*batch, d)`` or
-        ``(*batch,)`` for a scalar state; a scalar broadcasts).
+        $f$: ``drift(t, x)`` (or ``drift(t, x, params)`` when ``params`` is given);
+        returns the shape of ``x`` (``(*batch, d)`` or ``(*batch,)`` for a scalar
+        state; a scalar broadcasts).
     diffusion
-        $g$: ``diffusion(t, x)``. With ``noise="diagonal"`` it returns the shape of
-        ``x`` (or a scalar), each coordinate driven by its own Brownian motion; with
-        ``noise="general"`` it returns ``(*batch, d, m)`` for $m$ Brownian motions
-        ($m \ne d$ allowed, e.g. rank-deficient noise in augmented states).
+        $g$: ``diffusion(t, x)`` (or ``diffusion(t, x, params)``). With
+        ``noise="diagonal"`` it returns the shape of ``x`` (or a scalar), each
+        coordinate driven by its own Brownian motion; with ``noise="general"`` it
+        returns ``(*batch, d, m)`` for $m$ Brownian motions ($m \ne d$ allowed, e.g.
+        rank-deficient noise in augmented states).
+    params
+        Optional pytree of parameters passed to ``drift`` and ``diffusion`` as their
+        third argument. Parameters given this way are leaves of the SDE's pytree, so
+        an SDE can be passed through ``jax.jit``, ``jax.vmap`` (e.g. over parameter
+        values) and ``jax.grad`` like an array; parameters captured in closures work
+        inside a model but are constants of the object.
     noise
         ``"diagonal"`` (default) or ``"general"``. Diagonal noise assumes $g_i$
         depends on $x_i$ only (used by the Milstein scheme).
@@ -65,9 +69,10 @@ class SDE:
 
     Notes
     -----
-    Likelihood methods available to :class:`~sdeppl.Path`: ``"euler"``
-    (Euler–Maruyama) and ``"local_linear"`` (Shoji–Ozaki); :class:`LinearSDE` and
-    :class:`OU` add ``"exact"``.
+    Likelihood methods available to :class:`~sdeppl.Path` (:attr:`methods`):
+    ``"euler"`` (Euler–Maruyama) and ``"local_linear"`` (Shoji–Ozaki);
+    :class:`LinearSDE` and :class:`OU` add ``"exact"``. Each is a layer-1
+    :class:`~sdeppl.solvers.Transition` (:meth:`transition`).
 
     Examples
     --------
@@ -79,12 +84,29 @@ class SDE:
     ... )
     >>> xs.shape
     (4, 11)
+
+    Parameters as leaves: the same SDE, vmapped over three values of its parameter.
+
+    >>> ou = sp.SDE(lambda t, x, p: p["theta"] * (1.0 - x), lambda t, x, p: 0.3,
+    ...             params={"theta": 0.5})
+    >>> def final_mean(sde):
+    ...     return sde.simulate(jax.random.key(0), jnp.linspace(0.0, 1.0, 5),
+    ...                         x0=0.0, num_paths=100)[:, -1].mean()
+    >>> thetas = {"theta": jnp.array([0.5, 1.0, 2.0])}
+    >>> jax.vmap(lambda p: final_mean(ou.replace(params=p)))(thetas).shape
+    (3,)
     """
 
     methods: tuple[str, ...] = ("euler", "local_linear")
 
     def __init__(
-        self, drift, diffusion, *, noise: str = "diagonal", additive: bool = False
+        self,
+        drift,
+        diffusion,
+        *,
+        params=None,
+        noise: str = "diagonal",
+        additive: bool = False,
     ):
         name = type(self).__name__
         if not callable(drift):
@@ -103,17 +125,36 @@ class SDE:
             )
         self.drift = drift
         self.diffusion = diffusion
+        self.params = params
         self.noise = noise
         self.additive = bool(additive)
 
+    def replace(self, **changes) -> SDE:
+        """A copy with some constructor arguments changed (e.g. ``params=``)."""
+        kwargs = {
+            "params": self.params,
+            "noise": self.noise,
+            "additive": self.additive,
+            **changes,
+        }
+        return SDE(
+            kwargs.pop("drift", self.drift),
+            kwargs.pop("diffusion", self.diffusion),
+            **kwargs,
+        )
+
     # -- pytree ---------------------------------------------------------------------
     def tree_flatten(self):
-        return (), (self.drift, self.diffusion, self.noise, self.additive)
+        return (self.params,), (self.drift, self.diffusion, self.noise, self.additive)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         drift, diffusion, noise, additive = aux
-        return cls(drift, diffusion, noise=noise, additive=additive)
+        obj = cls.__new__(cls)
+        SDE.__init__(
+            obj, drift, diffusion, params=children[0], noise=noise, additive=additive
+        )
+        return obj
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -125,6 +166,16 @@ class SDE:
         validate_args."""
         return {}
 
+    def closures(self):
+        """``drift(t, x)`` and ``diffusion(t, x)`` with ``params`` bound."""
+        if self.params is None:
+            return self.drift, self.diffusion
+        drift, diffusion, params = self.drift, self.diffusion, self.params
+        return (
+            lambda t, x: drift(t, x, params),
+            lambda t, x: diffusion(t, x, params),
+        )
+
     # -- canonical vector fields on (*batch, d) states --------------------------------
     def fields(self, scalar_state: bool):
         """Drift and :class:`~sdeppl.solvers.Diffusion` acting on ``(*batch, d)``
@@ -133,7 +184,7 @@ class SDE:
         For a scalar state the user closures are called on ``x[..., 0]`` and their
         output gets a trailing unit axis; outputs are broadcast to the state's shape.
         """
-        drift, diffusion, noise = self.drift, self.diffusion, self.noise
+        (drift, diffusion), noise = self.closures(), self.noise
         if scalar_state:
             if noise != "diagonal":
                 raise ValueError(
@@ -167,6 +218,13 @@ class SDE:
 
         return Fields(drift_fn, Diffusion(diffusion_fn, noise, self.additive))
 
+    def noise_dim(self, state_shape: tuple) -> int:
+        """Number $m$ of Brownian motions for a state of shape ``()`` or ``(d,)``."""
+        if self.noise == "diagonal":
+            return state_shape[0] if state_shape else 1
+        probe = jax.ShapeDtypeStruct(state_shape, jnp.result_type(float))
+        return jax.eval_shape(lambda x: self.closures()[1](0.0, x), probe).shape[-1]
+
     # -- transitions ------------------------------------------------------------------
     def check_method(self, method: str, owner: str = "Path") -> None:
         """Raise a clear error if ``method`` is not a likelihood method of this SDE."""
@@ -181,25 +239,27 @@ class SDE:
                 )
             )
 
-    def scale_kind(self, method: str) -> str:
-        """Scale kind of the Gaussian transition ``method`` produces (see
-        solvers.gaussian)."""
-        if method == "euler":
-            return euler_scale_kind(Diffusion(self.diffusion, self.noise))
-        return "tril"
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        """Every transition this SDE offers: its likelihood :attr:`methods` and the
+        simulation schemes of :data:`~sdeppl.solvers.TRANSITIONS`."""
+        return tuple(dict.fromkeys(self.methods + tuple(TRANSITIONS)))
 
-    def coefficients(self, method: str, t0s, t1s):
-        """State-independent per-transition quantities, leading axis ``K`` (or
-        ``None``)."""
-        return None
-
-    def moments(self, method: str, fields, coef, t0, t1, x0):
-        """Mean and scale of the ``method`` transition from ``(t0, x0)`` to ``t1``."""
-        if method == "euler":
-            return euler_moments(fields.drift, fields.diffusion, t0, t1, x0)
-        if method == "local_linear":
-            return local_linear_moments(fields.drift, fields.diffusion, t0, t1, x0)
-        raise ValueError(f"{type(self).__name__}: unknown method {method!r}.")
+    def transition(
+        self, method: str, state_shape: tuple, owner: str = "transition"
+    ) -> Transition:
+        """The layer-1 :class:`~sdeppl.solvers.Transition` of ``method`` on internal
+        ``(*batch, d)`` states, for a state of shape ``()`` or ``(d,)``."""
+        fields = self.fields(state_shape == ())
+        d = state_shape[0] if state_shape else 1
+        return build_transition(
+            method,
+            fields.drift,
+            fields.diffusion,
+            d,
+            self.noise_dim(state_shape),
+            owner,
+        )
 
     # -- simulation -------------------------------------------------------------------
     def simulate(
@@ -219,8 +279,10 @@ class SDE:
         key: PRNG key.
         ts: ``(T,)`` strictly increasing output times, ``ts[0]`` the start time.
         x0: initial state, shape ``()`` (scalar state) or ``(d,)``.
-        scheme: ``"euler"`` (any noise), ``"milstein"`` (diagonal noise) or ``"sra1"``
-            (additive noise; strong order 1.5, weak order 2).
+        scheme: ``"euler"`` (any noise), ``"milstein"`` (diagonal noise), ``"sra1"``
+            (additive noise; strong order 1.5, weak order 2), or any likelihood method
+            of the SDE (``"local_linear"``; ``"exact"`` for linear SDEs, which samples
+            the exact law at any step size): see :attr:`schemes`.
         substeps: extra equal steps between consecutive output times.
         num_paths: number of independent paths (``None`` for one).
 
@@ -228,25 +290,32 @@ class SDE:
         -------
         ``(num_paths, T, *state)`` or ``(T, *state)`` when ``num_paths`` is None.
         """
-        ts = jnp.asarray(check_times(ts, f"{type(self).__name__}.simulate"))
+        owner = f"{type(self).__name__}.simulate"
+        ts = jnp.asarray(check_times(ts, owner))
         x0 = jnp.asarray(x0, dtype=ts.dtype)
         if x0.ndim > 1:
             raise ValueError(
-                f"{type(self).__name__}.simulate: x0 must have shape () or (d,); got "
-                f"{x0.shape}. Use num_paths for several paths."
+                f"{owner}: x0 must have shape () or (d,); got {x0.shape}. Use "
+                "num_paths for several paths."
             )
-        if not isinstance(substeps, int | np.integer) or substeps < 0:
+        if (
+            isinstance(substeps, bool)
+            or not isinstance(substeps, int | np.integer)
+            or substeps < 0
+        ):
             raise ValueError(
-                f"{type(self).__name__}.simulate: substeps must be an int >= 0; "
-                f"got {substeps!r}."
+                f"{owner}: substeps must be an int >= 0; got {substeps!r}."
             )
+        if scheme not in self.schemes:
+            raise ValueError(
+                f"{owner}: unknown scheme {scheme!r}; expected one of {self.schemes}."
+            )
+        transition = self.transition(scheme, tuple(x0.shape), owner)
         scalar = x0.ndim == 0
-        drift_fn, diffusion, _ = self.fields(scalar)
-        scheme_ = get_scheme(scheme, diffusion)
         state = x0[None] if scalar else x0
         if num_paths is not None:
             state = jnp.broadcast_to(state, (num_paths,) + state.shape)
-        xs = _simulate_solver(scheme_, drift_fn, diffusion, ts, state, key, substeps)
+        xs = _simulate_solver(transition, ts, state, key, substeps)
         xs = jnp.moveaxis(xs, 0, -2)  # (*paths, T, d)
         return xs[..., 0] if scalar else xs
 
@@ -327,33 +396,11 @@ class LinearSDE(SDE):
             )
         return super().fields(scalar_state)
 
-    def coefficients(self, method, t0s, t1s):
+    def transition(self, method, state_shape, owner="transition"):
         if method != "exact":
-            return None
-        cov_rate = jnp.einsum("...ik,...jk->...ij", self.L, self.L)
-        num = t0s.shape[0]
-        b = self.b if self.has_offset else None
-        step = uniform_step(t0s, t1s)
-        if step is not None:  # one matrix exponential serves every gap
-            one = affine_discretisation(self.A, b, cov_rate, step)
-            return jax.tree_util.tree_map(
-                lambda a: jnp.broadcast_to(a, (num,) + a.shape), one
-            )
-        dts = jnp.asarray(t1s) - jnp.asarray(t0s)
-        batch_ndim = len(jnp.broadcast_shapes(self.A.shape[:-2], self.b.shape[:-1]))
-        return affine_discretisation(
-            self.A, b, cov_rate, dts.reshape(dts.shape + (1,) * batch_ndim)
-        )
-
-    def moments(self, method, fields, coef, t0, t1, x0):
-        if method == "exact":
-            return affine_moments(coef, x0)
-        return super().moments(method, fields, coef, t0, t1, x0)
-
-    def discretise(self, fields, t0s, t1s, state_dim):
-        """Exact transitions over the gaps: ``(phi, shift, q)``, leading axis ``K``."""
-        tr = self.coefficients("exact", t0s, t1s)
-        return tr.phi, tr.shift, tr.cov
+            return super().transition(method, state_shape, owner)
+        self.fields(state_shape == ())  # the state must be a vector
+        return affine_transition(self.A, self.b if self.has_offset else None, self.L)
 
 
 class OU(SDE):
@@ -404,46 +451,10 @@ class OU(SDE):
             "sigma": (constraints.positive, self.sigma),
         }
 
-    def scale_kind(self, method):
-        return "diag" if method in ("euler", "exact") else "tril"
-
-    def fields(self, scalar_state: bool):
+    def transition(self, method, state_shape, owner="transition"):
+        if method != "exact":
+            return super().transition(method, state_shape, owner)
         params = (self.theta, self.mu, self.sigma)
-        if scalar_state:  # parameters have the batch shape; the state adds a unit axis
+        if not state_shape:  # parameters have the batch shape; the state a unit axis
             params = tuple(p[..., None] if p.ndim else p for p in params)
-        return super().fields(scalar_state)._replace(params=params)
-
-    def moments(self, method, fields, coef, t0, t1, x0):
-        if method == "exact":
-            theta, mu, sigma = fields.params
-            return ou_moments(theta, mu, sigma, t1 - t0, x0)
-        return super().moments(method, fields, coef, t0, t1, x0)
-
-    def discretise(self, fields, t0s, t1s, state_dim):
-        """Exact transitions over the gaps: ``(phi, shift, q)``, leading axis ``K``."""
-        theta, mu, sigma = fields.params
-        eye = jnp.eye(state_dim, dtype=jnp.result_type(theta, float))
-
-        def one(dt):
-            decay = jnp.exp(-theta * dt)
-            shift, sd = ou_moments(
-                theta, mu, sigma, dt, jnp.zeros(state_dim, eye.dtype)
-            )
-
-            def diag(v):
-                return (
-                    jnp.broadcast_to(v, jnp.shape(v)[:-1] + (state_dim,))[..., :, None]
-                    * eye
-                )
-
-            return (
-                diag(
-                    jnp.broadcast_to(
-                        decay, jnp.broadcast_shapes(jnp.shape(decay), (1,))
-                    )
-                ),
-                shift,
-                diag(sd**2),
-            )
-
-        return jax.vmap(one)(jnp.asarray(t1s) - jnp.asarray(t0s))
+        return ou_transition(*params, state_shape[0] if state_shape else 1)

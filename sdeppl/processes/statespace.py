@@ -25,82 +25,13 @@ from ..solvers.kalman import (
     unscented_observe,
     unscented_predict,
 )
-from ._checks import check_times, is_concrete
+from ._checks import check_times
 from ._constraints import real_or_missing
+from .observations import as_observation, check_noise_cov
 from .path import Path
 from .sde import SDE
 
 METHODS = ("kalman", "ekf", "ukf")
-
-
-class LinearGaussian:
-    r"""Linear-Gaussian observations $y_k = H x_{t_k} + \varepsilon_k$,
-    $\varepsilon_k \sim N(0, R)$.
-
-    Parameters
-    ----------
-    H
-        ``(k, d)`` observation matrix, or ``(d,)`` (or a scalar for a scalar state) for
-        one observed value per time (then observations have shape ``(T,)``). Leading
-        batch dims allowed.
-    R
-        ``(k, k)`` noise covariance, or a scalar variance (times the identity).
-
-    Examples
-    --------
-    >>> import jax.numpy as jnp, sdeppl as sp
-    >>> first_coordinate = sp.LinearGaussian(H=jnp.array([1.0, 0.0]), R=0.1**2)
-    """
-
-    def __init__(self, H, R):
-        self.H = jnp.asarray(H)
-        self.R = jnp.asarray(R)
-
-    def tree_flatten(self):
-        return (self.H, self.R), ()
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children)
-
-
-class GaussianObservation:
-    r"""Nonlinear Gaussian observations $y_k = h(x_{t_k}) + \varepsilon_k$,
-    $\varepsilon_k \sim N(0, R)$.
-
-    Parameters
-    ----------
-    h
-        ``h(x)``: state ``(*batch, d)`` (``(*batch,)`` for a scalar state) to
-        ``(*batch, k)``, or ``(*batch,)`` for one observed value per time.
-    R
-        ``(k, k)`` noise covariance or a scalar variance.
-
-    Examples
-    --------
-    >>> import jax.numpy as jnp, sdeppl as sp
-    >>> log_observed = sp.GaussianObservation(h=lambda x: jnp.log1p(x**2), R=0.05)
-    """
-
-    def __init__(self, h, R):
-        if not callable(h):
-            raise TypeError(
-                "GaussianObservation: h must be a callable h(x); "
-                f"got {type(h).__name__}."
-            )
-        self.h = h
-        self.R = jnp.asarray(R)
-
-    def tree_flatten(self):
-        return (self.R,), (self.h,)
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(aux[0], *children)
-
-
-for _cls in (LinearGaussian, GaussianObservation):
-    jax.tree_util.register_pytree_node(_cls, _cls.tree_flatten, _cls.tree_unflatten)
 
 
 def _gaussian_moments(x0, d: int, dtype):
@@ -153,7 +84,12 @@ class StateSpace(Distribution):
     ts: ``(T,)`` strictly increasing observation times (irregular allowed).
     x0: Gaussian initial law (``dist.Normal``, ``dist.MultivariateNormal``) or a fixed
         state.
-    obs: :class:`LinearGaussian` or :class:`GaussianObservation`.
+    obs: an observation model (:mod:`sdeppl.processes.observations`):
+        :class:`~sdeppl.LinearGaussian` (all methods),
+        :class:`~sdeppl.GaussianObservation` (``"ekf"``, ``"ukf"``), or
+        :class:`~sdeppl.Observation` / any function from a state to a NumPyro
+        distribution (simulation with :meth:`sample`; its likelihood needs a particle
+        filter).
     method: ``"kalman"``, ``"ekf"`` or ``"ukf"``.
     substeps: RK4 steps per gap for ``"ekf"``/``"ukf"`` (default 10); also the Euler
         substeps used to simulate a nonlinear SDE in :meth:`sample`.
@@ -210,21 +146,20 @@ class StateSpace(Distribution):
             raise TypeError(
                 f"StateSpace: sde must be an sdeppl SDE; got {type(sde).__name__}."
             )
-        if not isinstance(obs, LinearGaussian | GaussianObservation):
-            raise TypeError(
-                "StateSpace: obs must be sp.LinearGaussian(H, R) or "
-                "sp.GaussianObservation(h, R); got "
-                f"{type(obs).__name__}. Non-Gaussian observation models need a "
-                "particle filter (method='particle', sequential Monte Carlo), which "
-                "sdeppl does not have yet."
-            )
+        obs = as_observation(obs)
         if method not in METHODS:
             raise ValueError(
                 f"StateSpace: unknown method {method!r}; expected one of {METHODS}."
             )
-        if method == "kalman" and not (
-            "exact" in sde.methods and isinstance(obs, LinearGaussian)
-        ):
+        if not obs.gaussian:
+            raise ValueError(
+                f"StateSpace: method={method!r} needs Gaussian observations "
+                "(sp.LinearGaussian or sp.GaussianObservation); got "
+                f"{type(obs).__name__}. Non-Gaussian observation models need a "
+                "particle filter (method='particle', sequential Monte Carlo), which "
+                "sdeppl does not have yet."
+            )
+        if method == "kalman" and not ("exact" in sde.methods and obs.linear):
             raise ValueError(
                 "StateSpace: method='kalman' needs a linear SDE (sp.LinearSDE or "
                 "sp.OU) and "
@@ -301,9 +236,8 @@ class StateSpace(Distribution):
     def _check_obs(self, path_batch):
         """Observation dimension, scalar-observation flag and batch shape; checks
         shapes and R."""
-        d = self.state_dim
-        obs = self.obs
-        if isinstance(obs, LinearGaussian):
+        d, obs = self.state_dim, self.obs
+        if obs.linear:
             H = obs.H
             if (H.ndim == 0 and d == 1) or (H.ndim == 1 and H.shape[0] == d):
                 k, scalar, h_batch = 1, True, ()
@@ -320,38 +254,17 @@ class StateSpace(Distribution):
                 tuple(path_batch) + self._state_shape, self.ts.dtype
             )
             try:
-                out = jax.eval_shape(obs.h, probe).shape
+                out = obs.output_shape(probe)
             except Exception as e:
                 raise ValueError(
-                    f"StateSpace: calling h(x) with x of shape {probe.shape} "
-                    f"failed: {e}"
+                    f"StateSpace: calling the observation model on a state of shape "
+                    f"{probe.shape} failed: {e}"
                 ) from e
             if len(out) == len(path_batch):
                 k, scalar, h_batch = 1, True, out
             else:
                 k, scalar, h_batch = out[-1], False, out[:-1]
-        R = obs.R
-        if R.ndim >= 2 and R.shape[-2:] != (k, k):
-            raise ValueError(
-                f"StateSpace: the noise covariance R must have shape ({k}, {k}) or be "
-                f"a scalar; got {R.shape}."
-            )
-        if is_concrete(R):
-            Rm = np.asarray(R, dtype=float)
-            Rm = Rm * np.eye(k) if Rm.ndim < 2 else Rm
-            sym = np.allclose(Rm, np.swapaxes(Rm, -1, -2))
-            if not sym or np.any(
-                np.linalg.eigvalsh(0.5 * (Rm + np.swapaxes(Rm, -1, -2))) <= 0
-            ):
-                eigenvalues = (
-                    np.linalg.eigvalsh(0.5 * (Rm + np.swapaxes(Rm, -1, -2)))
-                    .round(6)
-                    .tolist()
-                )
-                raise ValueError(
-                    "StateSpace: the observation noise covariance R must be symmetric "
-                    f"positive definite; got eigenvalues {eigenvalues}."
-                )
+        check_noise_cov(obs.R, k)
         return k, scalar, tuple(h_batch)
 
     # -- internal pieces ---------------------------------------------------------------
@@ -360,43 +273,34 @@ class StateSpace(Distribution):
 
     def _observation_function(self, dtype):
         """``h`` on internal ``(*batch, d)`` states returning ``(*batch, k)``."""
-        if isinstance(self.obs, LinearGaussian):
-            H = self._obs_matrix(dtype)
+        if self.obs.linear:
+            H = self.obs.matrix(dtype)
             return lambda x: jnp.einsum("...ij,...j->...i", H, x)
-        h = self.obs.h
+        h = self.obs.mean
         state_fn = (lambda x: h(x[..., 0])) if self.scalar_state else h
         return (lambda x: state_fn(x)[..., None]) if self._scalar_obs else state_fn
-
-    def _observation_mean(self, x):
-        return self._observation_function(x.dtype)(x)
-
-    def _obs_matrix(self, dtype):
-        """``H`` as ``(*batch, k, d)``."""
-        H = jnp.asarray(self.obs.H, dtype)
-        if H.ndim == 0:
-            return jnp.reshape(H, (1, 1))
-        return H[None, :] if H.ndim == 1 else H
 
     def _obs_parts(self, dtype):
         """``(observe, R)`` on internal ``(*batch, d)`` states and ``(*batch, k)``
         observations."""
-        k = self._obs_dim
-        R = self.obs.R.astype(dtype)
-        R = R * jnp.eye(k, dtype=dtype) if R.ndim < 2 else R
-        if isinstance(self.obs, LinearGaussian):
-            return linear_observe(self._obs_matrix(dtype)), R
+        R = self.obs.noise_cov(self._obs_dim, dtype)
+        if self.obs.linear:
+            return linear_observe(self.obs.matrix(dtype)), R
         fn = self._observation_function(dtype)
         if self.method == "ukf":
             return unscented_observe(fn), R
         return extended_observe(fn), R
 
+    def _affine(self):
+        """Exact transitions over the gaps of ``ts``: ``(phi, shift, cov)``, leading
+        axis ``T - 1``."""
+        transition = self.sde.transition("exact", self._state_shape, "StateSpace")
+        return transition.affine(self.ts[:-1], self.ts[1:])
+
     def _predict(self, dtype):
         fields = self._fields()
         if self.method == "kalman":
-            phi, shift, q = self.sde.discretise(
-                fields, self.ts[:-1], self.ts[1:], self.state_dim
-            )
-            return linear_predict(phi, shift, q)
+            return linear_predict(*self._affine())
         if self.method == "ekf":
             return extended_predict(fields.drift, fields.diffusion, self.substeps)
         return unscented_predict(fields.drift, fields.diffusion, self.substeps)
@@ -436,9 +340,7 @@ class StateSpace(Distribution):
         adjoint), vmapped over batch and lead dims."""
         ys, masks, extra, m0, p0 = self._prepared(value)
         dtype = ys.dtype
-        phi, shift, q = self.sde.discretise(
-            self._fields(), self.ts[:-1], self.ts[1:], self.state_dim
-        )
+        phi, shift, q = self._affine()
         batch, d, k = self.batch_shape, self.state_dim, self._obs_dim
 
         def per_batch(x, event, time_axis=False):
@@ -453,7 +355,7 @@ class StateSpace(Distribution):
             per_batch(phi, (d, d), True),
             per_batch(shift, (d,), True),
             per_batch(q, (d, d), True),
-            per_batch(self._obs_matrix(dtype), (k, d)),
+            per_batch(self.obs.matrix(dtype), (k, d)),
             per_batch(self._obs_parts(dtype)[1], (k, k)),
         )
         prior = (per_batch(m0, (d,)), per_batch(p0, (d, d)))
@@ -484,17 +386,14 @@ class StateSpace(Distribution):
         ):  # independent latent paths per batch element
             path = path.expand(self.batch_shape)
         xs = path.sample(key_x, tuple(sample_shape))
-        x = xs[..., None] if self.scalar_state else xs
-        y_hat = self._observation_mean(x)
-        _, R = self._obs_parts(x.dtype)
-        chol = jnp.linalg.cholesky(R)
-        eps = jnp.einsum(
-            "...ij,...j->...i",
-            chol,
-            jax.random.normal(key_eps, y_hat.shape, y_hat.dtype),
-        )
-        y = y_hat + eps
-        return y[..., 0] if self._scalar_obs else y
+        return self._observe_states(key_eps, xs)
+
+    def _observe_states(self, key, xs):
+        """Observations of latent states ``(..., T, *state)`` (user layout)."""
+        y = self.obs.sample(key, xs)
+        expected = xs.shape[: xs.ndim - len(self._state_shape)]
+        expected = expected if self._scalar_obs else expected + (self._obs_dim,)
+        return jnp.broadcast_to(y, expected)
 
     # -- time-series protocol (used by sdeppl.fit) -------------------------------------
     value_dim_name = "obs"
@@ -548,16 +447,7 @@ class StateSpace(Distribution):
         x_last = x_last.reshape(extra + x_last.shape[1:])
         start = x_last[..., 0, None] if self.scalar_state else x_last[..., None, :]
         x = self.latent_path().forecast(key_path, start, future_ts)  # a length-1 "path"
-        x = x[..., None] if self.scalar_state else x
-        y_hat = self._observation_mean(x)
-        _, R = self._obs_parts(x.dtype)
-        eps = jnp.einsum(
-            "...ij,...j->...i",
-            jnp.linalg.cholesky(R),
-            jax.random.normal(key_eps, y_hat.shape, y_hat.dtype),
-        )
-        y = y_hat + eps
-        return y[..., 0] if self._scalar_obs else y
+        return self._observe_states(key_eps, x)
 
     # -- smoothing and latent draws ----------------------------------------------------
     def filter(self, value):

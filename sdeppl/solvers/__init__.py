@@ -2,12 +2,16 @@
 
 Everything here is a function of arrays and PRNG keys, ``jit``- and ``vmap``-able:
 
-- steppers for simulation (:mod:`.euler`, :mod:`.milstein`, :mod:`.sra1`) driven by
-  :func:`simulate` on arbitrary time grids, with schemes declared in :data:`SCHEMES`;
-- one-step Gaussian transitions for path likelihoods, as ``(mean, scale)`` pairs
-  (:func:`euler_moments`, :func:`local_linear_moments`, :func:`affine_discretisation`
-  for linear SDEs, :func:`ou_moments`), scored by :func:`gaussian_log_prob` and sampled
-  non-centred by :func:`gaussian_transform`;
+- :class:`Transition` (:mod:`.transitions`): one step of a process as pure functions
+  (non-centred ``transform``, ``sample``, vectorised ``log_prob``, Gaussian
+  ``moments``) with declared :class:`Capabilities`, built from the one table
+  :data:`TRANSITIONS` (``euler``, ``local_linear``, ``milstein``, ``sra1``) or, for the
+  exact transitions, by :func:`affine_transition` and :func:`ou_transition`;
+  :func:`simulate` drives any of them on arbitrary time grids;
+- the maths behind them: steppers (:mod:`.euler`, :mod:`.milstein`, :mod:`.sra1`),
+  Gaussian moments (:func:`euler_moments`, :func:`local_linear_moments`,
+  :func:`affine_discretisation` for linear SDEs, :func:`ou_moments`), scored by
+  :func:`gaussian_log_prob` and sampled non-centred by :func:`gaussian_transform`;
 - the modified diffusion bridge (:func:`bridge_moments`) for data augmentation.
 
 States have shape ``(*batch, d)``; drift closures return the same shape, diffusion
@@ -30,8 +34,15 @@ from .linear import ou_moments as ou_moments
 from .local_linear import drift_jacobian as drift_jacobian
 from .local_linear import local_linear_moments as local_linear_moments
 from .milstein import milstein_step as milstein_step
-from .simulate import SCHEMES as SCHEMES
-from .simulate import Scheme as Scheme
+from .simulate import fine_grid as fine_grid
 from .simulate import simulate as simulate
 from .sra1 import sra1_increments as sra1_increments
 from .sra1 import sra1_step as sra1_step
+from .transitions import TRANSITIONS as TRANSITIONS
+from .transitions import Capabilities as Capabilities
+from .transitions import Scheme as Scheme
+from .transitions import Transition as Transition
+from .transitions import affine_transition as affine_transition
+from .transitions import build_transition as build_transition
+from .transitions import gaussian_transition as gaussian_transition
+from .transitions import ou_transition as ou_transition

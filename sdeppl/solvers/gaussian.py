@@ -6,9 +6,10 @@ of three kinds, fixed statically by the method and noise type:
 
 - ``"diag"``: ``S`` has shape ``(*batch, d)``, covariance $\mathrm{diag}(S^2)$;
 - ``"tril"``: ``S`` is a lower-triangular Cholesky factor ``(*batch, d, d)``;
-- ``"factor"``: ``S`` is any ``(*batch, d, m)`` matrix, covariance $S S^\top$ (a
-  Cholesky factorisation is taken for the density; sampling uses ``S`` directly, so
-  $m < d$ is allowed for simulation).
+- ``"factor"``: ``S`` is any ``(*batch, d, m)`` matrix, covariance $S S^\top$. For
+  $m \ge d$ the density takes a Cholesky factor of $S S^\top$; for $m < d$ (rank-
+  deficient noise) the covariance is singular and the density is the one on the
+  subspace $\text{mean} + \mathrm{range}(S)$ (see :func:`gaussian_log_prob`).
 
 A transition is sampled non-centred, $x_1 = m + S \xi$ with $\xi \sim N(0, I_m)$, which
 is the map that latent-path reparametrisation uses.
@@ -31,6 +32,14 @@ def gaussian_log_prob(x1, mean, scale, kind: str):
     A non-positive ``"diag"`` scale, or a covariance whose Cholesky factorisation fails,
     gives ``-inf`` (never NaN), so an invalid diffusion is rejected by samplers.
 
+    A ``"factor"`` scale with fewer columns $m$ than rows $d$ has a singular
+    covariance; the density is then taken on the subspace it spans, with respect to
+    the $m$-dimensional measure there:
+    $-\tfrac12|\xi|^2 - \tfrac12\log\det(S^\top S) - \tfrac m2\log 2\pi$ with
+    $\xi = (S^\top S)^{-1} S^\top (x_1 - \text{mean})$ (only the $m \times m$ Gram
+    matrix is factorised). The part of the residual outside the subspace is not
+    scored: under the model it is zero.
+
     Shapes
     ------
     x1, mean: ``(*batch, d)``; scale: as in the module docstring; returns ``(*batch,)``.
@@ -42,6 +51,8 @@ def gaussian_log_prob(x1, mean, scale, kind: str):
         z = resid / safe
         lp = -0.5 * (z * z) - jnp.log(safe) - 0.5 * _LOG_2PI
         return jnp.where(jnp.all(ok, axis=-1), jnp.sum(lp, axis=-1), -jnp.inf)
+    if kind == "factor" and scale.shape[-1] < scale.shape[-2]:
+        return _subspace_log_prob(resid, scale)
     if kind == "factor":
         cov = jnp.einsum("...ik,...jk->...ij", scale, scale)
         scale = jnp.linalg.cholesky(cov)
@@ -59,6 +70,23 @@ def gaussian_log_prob(x1, mean, scale, kind: str):
     safe_diag = jnp.diagonal(safe, axis1=-2, axis2=-1)
     lp = -0.5 * jnp.sum(z * z, axis=-1) - jnp.sum(jnp.log(safe_diag), axis=-1)
     return jnp.where(ok, lp - 0.5 * d * _LOG_2PI, -jnp.inf)
+
+
+def _subspace_log_prob(resid, factor):
+    """Density of ``resid`` under $N(0, S S^\top)$ on the range of a tall ``factor``
+    $S$ ``(*batch, d, m)``, $m < d$ (see :func:`gaussian_log_prob`)."""
+    m = factor.shape[-1]
+    gram = jnp.einsum("...ki,...kj->...ij", factor, factor)
+    chol = jnp.linalg.cholesky(gram)
+    diag = jnp.diagonal(chol, axis1=-2, axis2=-1)
+    ok = jnp.all(jnp.isfinite(chol), axis=(-2, -1)) & jnp.all(diag > 0, axis=-1)
+    safe = jnp.where(ok[..., None, None], chol, jnp.eye(m, dtype=chol.dtype))
+    projected = jnp.einsum("...ki,...k->...i", factor, resid)
+    w = solve_triangular(safe, projected[..., None], lower=True)
+    xi = solve_triangular(safe, w, lower=True, trans="T")[..., 0]
+    safe_diag = jnp.diagonal(safe, axis1=-2, axis2=-1)
+    lp = -0.5 * jnp.sum(xi * xi, axis=-1) - jnp.sum(jnp.log(safe_diag), axis=-1)
+    return jnp.where(ok, lp - 0.5 * m * _LOG_2PI, -jnp.inf)
 
 
 def gaussian_transform(mean, scale, kind: str, xi):

@@ -317,8 +317,12 @@ def test_bad_input():
             x0=0.0,
             obs=sp.LinearGaussian(1.0, 0.1),
         )
-    with pytest.raises(TypeError, match="particle filter"):
+    with pytest.raises(
+        ValueError, match="needs Gaussian observations.*particle filter"
+    ):
         sp.StateSpace(sde, TS, x0=x0, obs=lambda x: dist.Poisson(jnp.exp(x[0])))
+    with pytest.raises(TypeError, match="obs must be an observation model"):
+        sp.StateSpace(sde, TS, x0=x0, obs=0.1)
     with pytest.raises(TypeError, match="x0 must be Gaussian"):
         sp.StateSpace(
             sde,
