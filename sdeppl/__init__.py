@@ -13,31 +13,40 @@ a path likelihood computed by a jitted JAX solver::
         sde = sp.SDE(drift=lambda t, x: theta * (mu - x), diffusion=lambda t, x: sigma)
         numpyro.sample("x", sp.Path(sde, ts, x0=dist.Normal(0.0, 1.0)), obs=x)
 
-    fit = sp.fit(ou, ts, x=data)          # BlackJAX NUTS; method="nuts" for NumPyro's
+    fit = sp.fit(ou, ts, x=data)          # BlackJAX NUTS; method="nuts", "map", ...
     fit.summary(); fit.diagnostics(); fit.report("ou.html")
 
-The package is layered: :mod:`sdeppl.solvers` (pure JAX), :mod:`sdeppl.processes`
-(distributions), :mod:`sdeppl.diagnostics` (ArviZ, checks, calibration),
-:mod:`sdeppl.infer` (backends, ``fit``), :mod:`sdeppl.report` and the ``sdeppl`` CLI.
+The package is layered, each layer importing only those before it:
+:mod:`sdeppl.solvers` (pure JAX), :mod:`sdeppl.processes` (distributions),
+:mod:`sdeppl.diagnostics` (ArviZ conversion, checks, calibration statistics),
+:mod:`sdeppl.report` (the :class:`Fit` result and its HTML report),
+:mod:`sdeppl.infer` (the backend registry, ``fit``, SBC) and the ``sdeppl`` CLI.
+
+Importing sdeppl has no side effects; :func:`configure` switches on XLA's loop tuning
+and the persistent compilation cache (the ``sdeppl`` command calls it).
 """
 
-from ._xla import tune_cpu_loops as _tune_cpu_loops
-
-_tune_cpu_loops()  # before JAX starts its backend; see sdeppl/_xla.py
-
-from . import diagnostics as diagnostics  # noqa: E402
-from .infer import Fit as Fit  # noqa: E402
-from .infer import fit as fit  # noqa: E402
-from .infer import load as load  # noqa: E402
-from .processes import OU as OU  # noqa: E402
-from .processes import SDE as SDE  # noqa: E402
-from .processes import GaussianObservation as GaussianObservation  # noqa: E402
-from .processes import LinearGaussian as LinearGaussian  # noqa: E402
-from .processes import LinearSDE as LinearSDE  # noqa: E402
-from .processes import Observation as Observation  # noqa: E402
-from .processes import Path as Path  # noqa: E402
-from .processes import PathReparam as PathReparam  # noqa: E402
-from .processes import StateSpace as StateSpace  # noqa: E402
-from .processes import reparam_paths as reparam_paths  # noqa: E402
+from . import diagnostics as diagnostics
+from ._config import configure as configure
+from .infer import Backend as Backend
+from .infer import BackendResult as BackendResult
+from .infer import Option as Option
+from .infer import backends as backends
+from .infer import fit as fit
+from .infer import register_backend as register_backend
+from .infer import sbc as sbc
+from .processes import OU as OU
+from .processes import SDE as SDE
+from .processes import GaussianObservation as GaussianObservation
+from .processes import LinearGaussian as LinearGaussian
+from .processes import LinearSDE as LinearSDE
+from .processes import Observation as Observation
+from .processes import Path as Path
+from .processes import PathReparam as PathReparam
+from .processes import StateSpace as StateSpace
+from .processes import TimeSeries as TimeSeries
+from .processes import reparam_paths as reparam_paths
+from .report import Fit as Fit
+from .report import load as load
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
-"""XLA settings: a loop limit sdeppl applies when it is imported (before JAX starts its
-backend), and compiler options for the large programs it compiles itself.
+"""XLA settings: a loop limit :func:`sdeppl.configure` applies (before JAX starts its
+backend), and compiler options for the large programs sdeppl compiles itself.
 
 XLA's CPU runtime executes a ``while`` loop op by op, paying roughly 0.1 µs per
 operation per iteration, unless the loop is *small*: then it compiles the whole loop
@@ -9,8 +9,9 @@ already exceeds. Filters, simulators and samplers are long loops of small steps,
 sdeppl raises the limit (:data:`SMALL_LOOP_BYTES`); the results are identical.
 
 The setting goes into ``XLA_FLAGS`` and only takes effect if the JAX backend has not
-started yet (import sdeppl before running JAX computations). A limit the user set is
-kept; ``SDEPPL_XLA_TUNING=0`` turns the tuning off.
+started yet (call ``sp.configure()`` before running JAX computations). A limit the user
+set is kept; ``SDEPPL_XLA_TUNING=0`` turns the tuning off. (XLA does not accept it as a
+per-program compiler option, which would have spared the global setting.)
 
 For the programs sdeppl builds itself (the fused samplers of :func:`sdeppl.fit`, the
 per-draw computations after sampling), compilation costs more than running on CPU:

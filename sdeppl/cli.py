@@ -8,29 +8,8 @@ sdeppl report posterior.nc [--out report.html]
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
-
-from ._xla import add_xla_flag
-
-
-def _use_all_cores() -> None:
-    """Expose every CPU core as a JAX device so chains run in parallel.
-
-    Takes effect only before JAX starts its backend, which ``import sdeppl`` leaves
-    unstarted; a device count the user set in ``XLA_FLAGS`` is kept.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        count = (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1
-        )
-        os.environ["XLA_FLAGS"] = add_xla_flag(
-            flags, f"--xla_force_host_platform_device_count={count}"
-        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,7 +64,7 @@ def main(argv=None) -> int:
                 print(f"{name:<{width}}  {description}")
             return 0
         if args.command == "report":
-            from .infer import load
+            from .report import load
 
             out = args.out or args.posterior.with_name("report.html")
             print(load(args.posterior).report(out, title=args.title))
@@ -110,9 +89,12 @@ def main(argv=None) -> int:
 
 
 def console_main() -> int:
-    """The ``sdeppl`` console script: :func:`main` in a fresh process, with every CPU
-    core exposed as a JAX device (:func:`_use_all_cores`)."""
-    _use_all_cores()
+    """The ``sdeppl`` console script: :func:`main` in a fresh process, after
+    :func:`sdeppl.configure` (XLA loop tuning, the persistent compilation cache, and
+    every CPU core exposed as a JAX device so chains run in parallel)."""
+    from ._config import configure
+
+    configure(host_devices="all")
     return main()
 
 

@@ -15,19 +15,20 @@ A recipe (``inference/NAME.toml``)::
     # columns = { ts = "year", r = "rate" }   # model keyword = CSV column
 
     [inference]
-    backend = "blackjax"          # blackjax | nuts | mclmc
-    chains = 4
-    warmup = 1000
-    samples = 1000
+    backend = "blackjax"          # any registered backend: sdeppl.backends()
     seed = 0
     x64 = true                    # float64 (default) or float32
+    chains = 4                    # ... and any option of the backend
+    warmup = 1000
+    samples = 1000
 
     [output]
     posterior_predictive = true
     forecast = { horizon = 2.0, steps = 8 }
 
-Every key is checked before anything runs; a mistake gives an error naming the key,
-what was expected and what came.
+Every key is checked before anything runs -- the backend's options against the
+backend registry, the model's options against its ``model()`` signature; a mistake
+gives an error naming the key, what was expected and what came.
 """
 
 from __future__ import annotations
@@ -38,25 +39,14 @@ import tomllib
 from pathlib import Path
 from types import ModuleType
 
-BACKENDS = ("blackjax", "nuts", "mclmc")
 _SECTIONS = {
     "title": None,
     "model": {"name", "options"},
     "data": {"options", "file", "columns"},
-    "inference": {
-        "backend",
-        "chains",
-        "warmup",
-        "samples",
-        "thinning",
-        "seed",
-        "target_accept",
-        "max_tree_depth",
-        "dense_mass",
-        "x64",
-    },
+    "inference": None,  # "backend", "seed", "x64" and the backend's options
     "output": {"posterior_predictive", "forecast", "log_likelihood"},
 }
+_INFERENCE_KEYS = ("backend", "seed", "x64")
 
 
 class RecipeError(ValueError):
@@ -149,30 +139,7 @@ def read_recipe(path) -> dict:
         raise RecipeError(
             "recipe: [model] name is required (a file of the gallery, e.g. 'ou')."
         )
-    inference = {
-        "backend": "blackjax",
-        "chains": 4,
-        "warmup": 1000,
-        "samples": 1000,
-        "seed": 0,
-        "x64": True,
-    }
-    inference.update(recipe.get("inference", {}))
-    if inference["backend"] not in BACKENDS:
-        raise RecipeError(
-            "recipe [inference] backend: unknown backend "
-            f"{inference['backend']!r}; expected one of {BACKENDS}."
-        )
-    for key in ("chains", "warmup", "samples", "seed", "thinning", "max_tree_depth"):
-        if key in inference and (
-            not isinstance(inference[key], int)
-            or isinstance(inference[key], bool)
-            or inference[key] < 0
-        ):
-            raise RecipeError(
-                f"recipe [inference] {key}: expected a non-negative integer; "
-                f"got {inference[key]!r}."
-            )
+    inference = _read_inference(recipe.get("inference", {}))
     data = dict(recipe.get("data", {}))
     if "file" in data:
         file = (path.parent / data["file"]).resolve()
@@ -199,6 +166,58 @@ def read_recipe(path) -> dict:
         "inference": inference,
         "output": output,
     }
+
+
+def _read_inference(section) -> dict:
+    """The ``[inference]`` table with defaults, checked against the backend
+    registry."""
+    import difflib
+
+    from .infer._backend import get_backend, resolve_options
+
+    if not isinstance(section, dict):
+        raise RecipeError(f"recipe: [inference] must be a table; got {section!r}.")
+    inference = {"backend": "blackjax", "seed": 0, "x64": True, **section}
+    name = inference["backend"]
+    try:
+        backend = get_backend(name, "recipe [inference] backend")
+    except ValueError as e:
+        raise RecipeError(str(e).replace("unknown method", "unknown backend")) from None
+    given = {k: v for k, v in inference.items() if k not in _INFERENCE_KEYS}
+    unknown = sorted(set(given) - set(backend.options))
+    if unknown:
+        keys = list(backend.options) + list(_INFERENCE_KEYS)
+        close = difflib.get_close_matches(unknown[0], keys, n=1)
+        raise RecipeError(
+            f"recipe [inference]: unknown key(s) {unknown} for backend {name!r}; "
+            f"expected some of {sorted(keys)}."
+            + (f" Did you mean {close[0]!r}?" if close else "")
+        )
+    try:
+        resolve_options(backend, given, f"recipe [inference] (backend {name!r})")
+    except ValueError as e:
+        raise RecipeError(str(e)) from None
+    seed = inference["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise RecipeError(
+            f"recipe [inference] seed: expected a non-negative integer; got {seed!r}."
+        )
+    return inference
+
+
+def check_model_options(recipe: dict, module: ModuleType) -> None:
+    """The recipe's model options must be parameters of the gallery's ``model()``."""
+    import inspect
+
+    params = inspect.signature(module.model).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(recipe["model"]["options"]) - set(params))
+    if unknown:
+        raise RecipeError(
+            f"recipe [model] options: {unknown} are not parameters of "
+            f"{recipe['model']['name']}.model({', '.join(params)})."
+        )
 
 
 def load_data(recipe: dict, module: ModuleType) -> dict:
@@ -229,6 +248,7 @@ def run_recipe(recipe_path, out_dir=None, models_dir=None, *, progress: bool = T
     recipe = read_recipe(recipe_path)
     models_dir = Path(models_dir) if models_dir else default_models_dir(recipe["path"])
     module = load_model_module(recipe["model"]["name"], models_dir)
+    check_model_options(recipe, module)
     inference = dict(recipe["inference"])
     x64 = bool(inference.pop("x64"))
 

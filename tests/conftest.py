@@ -9,3 +9,9 @@ operation is sdeppl's.
 import jax
 
 jax.config.update("jax_enable_x64", True)
+
+import sdeppl  # noqa: E402
+
+# what a script user gets with sp.configure(): XLA's loop tuning (results are
+# identical); no persistent cache, so every test compiles as a fresh run would
+sdeppl.configure(compilation_cache=False)

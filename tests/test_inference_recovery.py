@@ -68,7 +68,7 @@ def test_nuts_on_a_noncentred_latent_path():
 def test_simulation_based_calibration_of_the_ou_posterior():
     """Ranks of prior draws among posterior draws are uniform (Talts et al. 2018): 64
     replicates of prior draw -> simulated path -> NUTS fit, the sampler compiled once."""
-    result = sp.diagnostics.sbc(
+    result = sp.sbc(
         ou_model,
         jnp.arange(40) * 0.25,
         observed="x",

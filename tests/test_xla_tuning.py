@@ -1,4 +1,5 @@
-"""sdeppl's XLA CPU setting: merged into XLA_FLAGS without clobbering the user's."""
+"""sdeppl's XLA CPU setting: merged into XLA_FLAGS without clobbering the user's, and
+applied only by an explicit ``sp.configure()`` (importing sdeppl changes nothing)."""
 
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def test_importing_sdeppl_leaves_the_jax_backend_unstarted():
     code = """
 import os
 import sdeppl, sdeppl.cli, sdeppl.infer.hmc, sdeppl.recipes, sdeppl.report
-os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=3"
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=3"
 import jax
 print(jax.local_device_count())
 """
@@ -48,12 +49,69 @@ print(jax.local_device_count())
     assert out.stdout.strip() == "3"
 
 
-def test_a_small_filter_loop_compiles_as_one_function_after_import():
-    """In a fresh process, importing sdeppl makes XLA hoist a 3-D Kalman loop (the
-    compiled program holds a ``small_call``); with the tuning off it does not."""
+def test_importing_sdeppl_changes_no_environment_or_configuration():
+    """``import sdeppl`` (and its submodules) leaves ``os.environ``, JAX's configuration
+    and matplotlib's backend as they were."""
     code = """
+import os, json, sys
+import jax  # JAX itself sets a few variables when imported
+before_env = dict(os.environ)
+before_config = {k: str(v) for k, v in jax.config.values.items()}
+import sdeppl, sdeppl.cli, sdeppl.recipes, sdeppl.report, sdeppl.infer
+after_config = {k: str(v) for k, v in jax.config.values.items()}
+print(json.dumps({
+    "env_changed": sorted(k for k in set(before_env) | set(os.environ)
+                          if before_env.get(k) != os.environ.get(k)),
+    "config_changed": sorted(k for k in after_config
+                             if before_config.get(k) != after_config[k]),
+    "matplotlib_imported": "matplotlib" in sys.modules,
+}))
+"""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PATH": "", "XLA_FLAGS": "--xla_cpu_enable_fast_math=false"},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report == {
+        "env_changed": [],
+        "config_changed": [],
+        "matplotlib_imported": False,
+    }
+
+
+def test_configure_warns_when_jax_has_started():
+    code = """
+import warnings
+import jax, jax.numpy as jnp
+jnp.zeros(1).block_until_ready()  # the backend starts
+import sdeppl as sp
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    settings = sp.configure(compilation_cache=False)
+print(settings["applied_before_start"], any("already started" in str(w.message) for w in caught))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={"PATH": ""}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]
+
+
+def test_a_small_filter_loop_compiles_as_one_function_after_configure():
+    """In a fresh process, ``sp.configure()`` makes XLA hoist a 3-D Kalman loop (the
+    compiled program holds a ``small_call``); importing alone, or configuring with the
+    tuning off, does not."""
+    code = """
+import os, sys
 import jax, jax.numpy as jnp
 import sdeppl
+if sys.argv[1] == "1":
+    sdeppl.configure(compilation_cache=False)
 jax.config.update("jax_enable_x64", True)
 from sdeppl.solvers.kalman import linear_log_likelihood
 n, d = 50, 3
@@ -64,16 +122,20 @@ text = jax.jit(linear_log_likelihood).lower(*args).compile().as_text()
 print("small_call" in text)
 """
 
-    def hoisted(tuning):
+    def hoisted(configure, tuning="1"):
         env = {"SDEPPL_XLA_TUNING": tuning, "PATH": ""}
         out = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True
+            [sys.executable, "-c", code, configure],
+            env=env,
+            capture_output=True,
+            text=True,
         )
         assert out.returncode == 0, out.stderr
         return out.stdout.strip() == "True"
 
     assert hoisted("1")
     assert not hoisted("0")
+    assert not hoisted("1", tuning="0")
 
 
 def test_fast_compile_jit_gives_the_same_draws_and_falls_back(monkeypatch):

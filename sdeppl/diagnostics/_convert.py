@@ -4,10 +4,12 @@ coords."""
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import arviz as az
 import numpy as np
+
+if TYPE_CHECKING:  # ArviZ (and the matplotlib it imports) loads when a result is made
+    import arviz as az
 
 
 class PathCoords(NamedTuple):
@@ -69,6 +71,8 @@ def to_inference_data(
     coordinate; forecasts get a ``time_forecast`` coordinate. ``metadata`` is stored
     as JSON in the ``sdeppl`` attribute of every group.
     """
+    import arviz as az
+
     paths = paths or {}
     time_names = _time_dim_names(paths)
     coords: dict[str, np.ndarray] = {}

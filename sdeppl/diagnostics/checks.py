@@ -13,6 +13,11 @@ number with documented thresholds and gives one line of advice:
 | tree-depth saturation | < 1% of draws | < 10% | >= 10% |
 | Pareto k of PSIS-LOO (max) | <= 0.7 | <= 1.0 | > 1.0 |
 
+A check that does not apply to a run (R-hat and ESS of independent draws, R-hat of one
+chain) is listed as ``n/a`` and does not move the verdict. A backend may add checks
+only it can judge (an optimiser's convergence, importance-weight Pareto k): they are
+stored with the run's metadata and listed after these.
+
 References: Vehtari et al. (2021) for R-hat/ESS, Betancourt (2016) for E-BFMI,
 Vehtari, Gelman & Gabry (2017) for PSIS-LOO.
 """
@@ -20,18 +25,24 @@ Vehtari, Gelman & Gabry (2017) for PSIS-LOO.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
-import arviz as az
 import numpy as np
-import pandas as pd
 
-STATUS_ORDER = {"pass": 0, "warn": 1, "fail": 2}
+if TYPE_CHECKING:  # ArviZ and pandas load with the first result
+    import arviz as az
+    import pandas as pd
+
+from ..processes._series import unchecked_suffixes
+from ._convert import metadata_of
+
+STATUS_ORDER = {"n/a": -1, "pass": 0, "warn": 1, "fail": 2}
 #: posterior variables left out of R-hat/ESS: standard-normal innovations are a
 #: parametrisation (the path values they produce are checked instead), and ``_latent``
 #: paths are drawn afresh given each posterior draw (forward filtering, backward
 #: sampling), so they say nothing about mixing that the parameters do not -- while
 #: the maximum of R-hat over hundreds of them flips a short run between pass and warn.
-UNCHECKED_SUFFIXES = ("_noise", "_bridge", "_latent")
+UNCHECKED_SUFFIXES = unchecked_suffixes()
 
 
 def _grade(value, pass_if, warn_if) -> str:
@@ -68,6 +79,31 @@ def check(
     rows = []
     chains = idata.posterior.sizes["chain"]
     draws = idata.posterior.sizes["draw"]
+    meta = metadata_of(idata)
+    if meta.get("independent_draws"):
+        rows.append(
+            (
+                "R-hat, ESS",
+                "n/a (independent draws)",
+                "n/a",
+                "the draws are independent, not a Markov chain: mixing checks do not "
+                "apply",
+            )
+        )
+    else:
+        rows += _mixing_rows(idata, chains)
+    rows += _sampler_rows(idata, chains, draws, max_tree_depth, meta)
+    rows += [tuple(row) for row in meta.get("backend_checks", [])]
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=["check", "value", "status", "advice"])
+
+
+def _mixing_rows(idata, chains: int) -> list:
+    """R-hat and bulk/tail ESS rows."""
+    import arviz as az
+
+    rows = []
     var_names = _checked_vars(idata)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -94,7 +130,7 @@ def check(
             (
                 "R-hat",
                 "n/a (1 chain)",
-                "warn",
+                "n/a",
                 "run at least 2 chains to check convergence",
             )
         )
@@ -111,6 +147,14 @@ def check(
             else "too few effective draws: draw more, or improve the parametrisation"
         )
         rows.append((label, f"{value:.0f} ({var})", status, advice))
+    return rows
+
+
+def _sampler_rows(idata, chains, draws, max_tree_depth, meta) -> list:
+    """Divergences, E-BFMI, tree depth (from sample statistics) and PSIS-LOO rows."""
+    import arviz as az
+
+    rows = []
     stats = idata.sample_stats if hasattr(idata, "sample_stats") else None
     if stats is not None and "diverging" in stats:
         n_div = int(np.asarray(stats["diverging"]).sum())
@@ -140,9 +184,7 @@ def check(
         )
         rows.append(("E-BFMI", f"{bfmi:.2f}", status, advice))
     if max_tree_depth is None:
-        from ._convert import metadata_of
-
-        max_tree_depth = metadata_of(idata).get("settings", {}).get("max_tree_depth")
+        max_tree_depth = meta.get("settings", {}).get("max_tree_depth")
     if stats is not None and "tree_depth" in stats and max_tree_depth:
         frac = float(np.mean(np.asarray(stats["tree_depth"]) >= max_tree_depth))
         status = _grade(frac, lambda v: v < 0.01, lambda v: v < 0.1)
@@ -178,11 +220,10 @@ def check(
             )
         )
         rows.append(("Pareto k (LOO)", f"{kmax:.2f}", status, advice))
-    return pd.DataFrame(rows, columns=["check", "value", "status", "advice"])
+    return rows
 
 
 def verdict(table: pd.DataFrame) -> str:
-    """The worst status in a :func:`check` table."""
-    if table.empty:
-        return "pass"
-    return max(table["status"], key=STATUS_ORDER.__getitem__)
+    """The worst status in a :func:`check` table (``n/a`` rows do not count)."""
+    statuses = [s for s in table["status"] if s != "n/a"]
+    return max(statuses, key=STATUS_ORDER.__getitem__) if statuses else "pass"

@@ -9,26 +9,23 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from jax.flatten_util import ravel_pytree
-from numpyro.distributions import ExpandedDistribution
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import constrain_fn, potential_energy
 from numpyro.primitives import Messenger
 
-from ..processes import Path, StateSpace, reparam_paths
+from ..processes import TimeSeries, reparam_paths, series_of
 
 
 class SeriesInfo(NamedTuple):
-    """Static description of a time-series site (:class:`~sdeppl.Path` or
-    :class:`~sdeppl.StateSpace`); holds no arrays from the trace."""
+    """Static description of a time-series site (a
+    :class:`~sdeppl.processes.TimeSeries`); holds no arrays from the trace."""
 
-    kind: str  # "path" or "statespace"
     ts: np.ndarray | None  # concrete times, or None if they were traced
     value_dim: str | None  # name of the value's trailing dim, None for scalar values
-    latent_dim: (
-        str | None
-    )  # StateSpace: trailing dim of the latent state ("state"/None)
+    latent_dim: str | None  # trailing dim of drawn hidden paths (None: scalar state)
+    has_latent: bool  # hidden paths can be drawn given the data
     batch_ndim: int
-    augmented: bool  # an observed Path with substeps (no per-time terms)
+    pointwise: bool  # per-time log-likelihood terms exist
     informative: np.ndarray | None  # observed sites: times with a likelihood term
 
 
@@ -52,34 +49,20 @@ class unobserve(Messenger):
             msg["is_observed"] = False
 
 
-def series_of(fn):
-    """The :class:`~sdeppl.Path` or :class:`~sdeppl.StateSpace` behind a site's
-    ``fn``."""
-    base = fn.base_dist if isinstance(fn, ExpandedDistribution) else fn
-    return base if isinstance(base, Path | StateSpace) else None
-
-
 def _series_info(fn, value, observed: bool) -> SeriesInfo | None:
-    series = series_of(fn)
+    series: TimeSeries | None = series_of(fn)
     if series is None:
         return None
     ts = None if isinstance(series.ts, jax.core.Tracer) else np.asarray(series.ts)
-    augmented = isinstance(series, Path) and series.substeps > 0
     concrete = observed and not isinstance(value, jax.core.Tracer)
-    if isinstance(series, Path):
-        value_dim = None if series.scalar_state else "state"
-        latent_dim = None
-    else:
-        value_dim = None if series._scalar_obs else "obs"
-        latent_dim = None if series.scalar_state else "state"
     return SeriesInfo(
-        "path" if isinstance(series, Path) else "statespace",
         ts,
-        value_dim,
-        latent_dim,
+        series.value_dim,
+        series.latent_dim,
+        bool(series.has_latent),
         len(fn.batch_shape),
-        augmented,
-        series.informative_mask(value) if concrete and not augmented else None,
+        bool(series.pointwise),
+        series.informative_mask(value) if concrete and series.pointwise else None,
     )
 
 
@@ -118,6 +101,10 @@ def inspect_model(model, args, kwargs) -> dict[str, SiteInfo]:
 class ModelAdapter:
     """Flat unconstrained view of a NumPyro model for the samplers.
 
+    ``latent_names`` are the continuous latent sites (the flat position);
+    ``discrete_names`` the discrete ones, which only a backend that enumerates them
+    (``discrete_latent``) may be given.
+
     ``reparam=True`` applies :func:`sdeppl.reparam_paths` (non-centred latent paths,
     data augmentation). The log-density is NumPyro's ``potential_energy`` (supports
     depending on other sites are handled), the constrained draws come from
@@ -131,18 +118,12 @@ class ModelAdapter:
         self.sites = inspect_model(self.model, self.args, self.kwargs)
         self.raw_sites = inspect_model(model, self.args, self.kwargs)
         latent = {n: s for n, s in self.sites.items() if not s.observed}
-        discrete = [n for n, s in latent.items() if s.discrete]
-        if discrete:
-            raise ValueError(
-                f"fit: latent site(s) {discrete} are discrete; gradient-based samplers "
-                "need continuous latent variables. Marginalise them in the model, or "
-                "use method='nuts' (NumPyro NUTS enumerates discrete sites)."
-            )
         if not latent:
             raise ValueError(
                 "fit: the model has no latent sample sites; there is nothing to infer."
             )
-        self.latent_names = tuple(latent)
+        self.discrete_names = tuple(n for n, s in latent.items() if s.discrete)
+        self.latent_names = tuple(n for n in latent if n not in self.discrete_names)
         self._unravel = None
         self._jitted_logdensity = None
 

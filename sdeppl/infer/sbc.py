@@ -12,9 +12,9 @@ from numpyro.infer import Predictive
 
 from .._xla import fast_compile_jit
 from ..diagnostics.calibration import SBCResult, rank_statistics
+from ._backend import get_backend, resolve_options
 from ._model import ModelAdapter
 from .fit import check_int
-from .hmc import run_mclmc, run_nuts
 
 
 def sbc(
@@ -52,7 +52,11 @@ def sbc(
         of the tests (40 points, 256 replicates), thinning 2 gave a uniformity p-value
         of 0.0003 for $\mu$, thinning 5 gave 0.60. Raise it for slowly mixing models.
     method
-        ``"blackjax"`` (NUTS) or ``"mclmc"``.
+        Any registered backend. One that runs inside a compiled program
+        (``jittable``: ``"blackjax"``, ``"mclmc"``) is compiled once for all
+        replicates; the others (``"nuts"``, ``"map"``) run replicate by replicate.
+        ``warmup``, ``num_draws * thinning`` and ``thinning`` set the backend's options
+        of those names where it has them (one chain).
 
     Returns
     -------
@@ -60,13 +64,21 @@ def sbc(
     ``plot()``.
     """
     observed = (observed,) if isinstance(observed, str) else tuple(observed)
-    if method not in ("blackjax", "mclmc"):
-        raise ValueError(f"sbc: method must be 'blackjax' or 'mclmc'; got {method!r}.")
+    backend = get_backend(method, "sbc")
     num_replicates = check_int("num_replicates", num_replicates, 1, "sbc")
     num_draws = check_int("num_draws", num_draws, 1, "sbc")
     warmup = check_int("warmup", warmup, 0, "sbc")
     thinning = check_int("thinning", thinning, 1, "sbc")
     seed = check_int("seed", seed, 0, "sbc")
+    wanted = {
+        "warmup": warmup,
+        "samples": num_draws * thinning if "thinning" in backend.options else num_draws,
+        "thinning": thinning,
+        "chains": 1,
+    }
+    options = resolve_options(
+        backend, {k: v for k, v in wanted.items() if k in backend.options}, "sbc"
+    )
     key = jax.random.key(seed)
     key_prior, key_fit = jax.random.split(key)
     prior = Predictive(model, num_samples=num_replicates)(key_prior, *args, **kwargs)
@@ -90,21 +102,13 @@ def sbc(
 
     def one_fit(key, data):
         adapter = ModelAdapter(numpyro.handlers.condition(model, data), args, kwargs)
-        key_init, key_run = jax.random.split(key)
-        position = adapter.initial_position(key_init)
-        runner = run_mclmc if method == "mclmc" else run_nuts
-        draws, _, _ = runner(
-            key_run,
-            adapter.logdensity,
-            position,
-            num_warmup=warmup,
-            num_samples=num_draws * thinning,
-            thinning=thinning,
-        )
-        constrained = jax.vmap(adapter.constrain)(draws)
+        if not backend.jittable:  # host-driven: one run per replicate
+            out = backend.run(adapter, key, options, False).draws
+            return {n: np.reshape(out[n], (-1,) + out[n].shape[2:]) for n in params}
+        constrained = backend.draws(adapter, key, options)
         return {name: constrained[name] for name in params}
 
-    run = fast_compile_jit(one_fit)
+    run = fast_compile_jit(one_fit) if backend.jittable else one_fit
     keys = jax.random.split(key_fit, num_replicates)
     draws = {name: [] for name in params}
     for i in range(num_replicates):

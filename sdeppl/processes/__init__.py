@@ -9,8 +9,14 @@
   :class:`GaussianObservation`, and :class:`Observation` for any state -> NumPyro
   distribution function.
 - :func:`reparam_paths`: non-centred latent paths and data augmentation for inference.
+- :class:`TimeSeries`: the protocol every time-series distribution implements, which
+  is all ``sdeppl.fit``, the diagnostics and the report use.
 """
 
+from ._series import SUFFIXES as SUFFIXES
+from ._series import TimeSeries as TimeSeries
+from ._series import derived_name as derived_name
+from ._series import series_of as series_of
 from .observations import GaussianObservation as GaussianObservation
 from .observations import LinearGaussian as LinearGaussian
 from .observations import Observation as Observation

@@ -7,9 +7,11 @@ sampler.
   $\varepsilon_k \sim N(0, R)$ -- what the extended and unscented filters need.
 - :class:`LinearGaussian`: $h(x) = H x$ -- what the Kalman filter needs.
 
-Every model has ``log_prob(x, y)`` and ``sample(key, x)`` on one time point, with the
-state in the user's layout (``(*batch,)`` for a scalar state, ``(*batch, d)``) and the
-observation ``(*batch,)`` (one value per time) or ``(*batch, k)``. NaN in ``y`` marks a
+Every model has ``log_prob(x, y, scalar_obs=False)`` and ``sample(key, x)`` on one time
+point, with the state in the user's layout (``(*batch,)`` for a scalar state,
+``(*batch, d)``) and the observation ``(*batch, k)``, or ``(*batch,)`` for one value per
+time point (then pass ``scalar_obs=True``: the layout cannot be told from the shapes
+alone). ``log_prob`` returns one term per time point, ``(*batch,)``. NaN in ``y`` marks a
 missing value and contributes nothing: Gaussian models marginalise any subset of
 coordinates; a general distribution drops NaN coordinates elementwise when it
 factorises over them (its ``event_shape`` is ``()``), and otherwise needs each time
@@ -47,8 +49,9 @@ class Observation:
     --------
     >>> import jax, jax.numpy as jnp, numpyro.distributions as dist, sdeppl as sp
     >>> counts = sp.Observation(lambda x: dist.Poisson(jnp.exp(x)))
-    >>> x = jnp.array([0.0, 1.0])
-    >>> counts.sample(jax.random.key(0), x).shape, counts.log_prob(x, x).shape
+    >>> x = jnp.array([0.0, 1.0])  # a scalar state at two time points
+    >>> y = counts.sample(jax.random.key(0), x)  # one count per time point
+    >>> y.shape, counts.log_prob(x, y, scalar_obs=True).shape
     ((2,), (2,))
     """
 

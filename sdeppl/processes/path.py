@@ -426,8 +426,27 @@ class Path(Distribution):
         out = jnp.full(x.shape, jnp.nan, x.dtype).at[..., observed[1:], :].set(draws)
         return self._from_internal(out)
 
-    # -- time-series protocol (used by sdeppl.fit) ------------------------------------
-    value_dim_name = "state"
+    # -- time-series protocol (sdeppl.processes._series) -------------------------------
+    has_latent = False
+
+    @property
+    def value_dim(self) -> str | None:
+        return None if self.scalar_state else "state"
+
+    @property
+    def latent_dim(self) -> str | None:
+        return None
+
+    @property
+    def pointwise(self) -> bool:
+        return self.substeps == 0
+
+    def sample_latent(self, key, value):
+        """A path observed directly has no hidden path: the value is the path."""
+        raise ValueError(
+            "Path: sample_latent is for hidden paths (has_latent is False); the value "
+            "of a Path is the path itself."
+        )
 
     def informative_mask(self, value) -> np.ndarray:
         """``(T,)`` mask of the terms of :meth:`pointwise_log_prob` that depend on the
@@ -479,7 +498,7 @@ class Path(Distribution):
         transition = self._transition()
         if self.sde.noise == "diagonal" and is_concrete(x_prev):
             scales = jax.vmap(self._fields().diffusion, in_axes=(0, -2))(t0s, x_prev)
-            if np.any(np.asarray(scales) < 0):
+            if is_concrete(scales) and np.any(np.asarray(scales) < 0):
                 raise ValueError(
                     "Path: the diffusion returned a negative scale (min "
                     f"{float(np.min(np.asarray(scales))):.4g}); a diagonal diffusion "

@@ -27,6 +27,7 @@ from numpyro.handlers import reparam
 from numpyro.infer.reparam import Reparam
 
 from ._constraints import real_or_missing
+from ._series import derived_name
 from .path import Path
 
 
@@ -72,16 +73,18 @@ class PathReparam(Reparam):
         if obs is not None:
             return self._observed(name, path, batch, obs)
         if path.parametrization == "centered":
-            fine = numpyro.sample(f"{name}_fine", path.fine_path().expand(batch))
+            fine = numpyro.sample(
+                derived_name(name, "fine"), path.fine_path().expand(batch)
+            )
             return None, fine[
                 ..., :: path.substeps + 1, :
             ] if not path.scalar_state else fine[..., :: path.substeps + 1]
         if isinstance(path.x0, Distribution):
-            start = numpyro.sample(f"{name}_x0", path.x0.expand(batch))
+            start = numpyro.sample(derived_name(name, "x0"), path.x0.expand(batch))
         else:
             start = path.x0
         xi = numpyro.sample(
-            f"{name}_noise",
+            derived_name(name, "noise"),
             dist.Normal(0.0, 1.0).expand(batch + path.noise_shape).to_event(2),
         )
         return None, path.transform_noise(start, xi)
@@ -92,12 +95,13 @@ class PathReparam(Reparam):
         centered = path.parametrization == "centered"
         if centered:
             z = numpyro.sample(
-                f"{name}_latent",
+                derived_name(name, "latent"),
                 dist.ImproperUniform(dist.constraints.real, batch, shape[len(batch) :]),
             )
         else:
             z = numpyro.sample(
-                f"{name}_bridge", dist.Normal(0.0, 1.0).expand(shape).to_event(2)
+                derived_name(name, "bridge"),
+                dist.Normal(0.0, 1.0).expand(shape).to_event(2),
             )
         log_density = path.augmented_log_prob(obs, z, plan, centered)
         return _Augmented(jnp.broadcast_to(log_density, batch), path.event_shape), obs

@@ -395,8 +395,17 @@ class StateSpace(Distribution):
         expected = expected if self._scalar_obs else expected + (self._obs_dim,)
         return jnp.broadcast_to(y, expected)
 
-    # -- time-series protocol (used by sdeppl.fit) -------------------------------------
-    value_dim_name = "obs"
+    # -- time-series protocol (sdeppl.processes._series) -------------------------------
+    has_latent = True
+    pointwise = True
+
+    @property
+    def value_dim(self) -> str | None:
+        return None if self._scalar_obs else "obs"
+
+    @property
+    def latent_dim(self) -> str | None:
+        return None if self.scalar_state else "state"
 
     def pointwise_log_prob(self, value):
         r"""Per-time terms $\log p(y_k \mid y_{0:k-1})$ of ``log_prob``, shape

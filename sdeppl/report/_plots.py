@@ -1,5 +1,8 @@
-"""Figures of the uncertainty report, rendered to base64 PNG (matplotlib, Agg
-backend)."""
+"""Figures of the uncertainty report, rendered to base64 PNG.
+
+Figures are ``matplotlib.figure.Figure`` objects drawn by the Agg renderer directly,
+never through ``pyplot``: the report neither needs nor changes matplotlib's backend,
+and this module is imported only when a report is rendered."""
 
 from __future__ import annotations
 
@@ -8,10 +11,8 @@ import io
 import warnings
 
 import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 BAND_COLOUR = "#3b6ea8"
 DATA_COLOUR = "#222222"
@@ -19,10 +20,9 @@ FORECAST_COLOUR = "#c0622b"
 
 
 def to_png(fig) -> str:
-    """Encode a figure as a base64 PNG and close it."""
+    """Encode a figure as a base64 PNG."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
-    plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -75,9 +75,8 @@ def path_figure(idata, name: str, time_dim: str, max_series: int = 4) -> str | N
         return None
     reference = source if source is not None else observed[name]
     series = list(_series(reference, time_dim))[:max_series]
-    fig, axes = plt.subplots(
-        len(series), 1, figsize=(9, 2.8 * len(series)), squeeze=False
-    )
+    fig = Figure(figsize=(9, 2.8 * len(series)))
+    axes = fig.subplots(len(series), 1, squeeze=False)
     for ax, (series_label, values) in zip(axes[:, 0], series, strict=True):
         t = values[time_dim].values
         if source is not None:
@@ -130,9 +129,8 @@ def scalar_draws(idata, var_names) -> list[tuple[str, np.ndarray]]:
 
 def _grid(count: int, columns: int, width: float, row_height: float):
     rows = int(np.ceil(count / columns))
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(width, row_height * rows), squeeze=False
-    )
+    fig = Figure(figsize=(width, row_height * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.ravel()[count:]:
         ax.set_visible(False)
     return fig, axes.ravel()[:count]
@@ -175,13 +173,10 @@ def trace_figure(idata, var_names) -> str:
     from scipy.stats import rankdata
 
     params = scalar_draws(idata, var_names)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(
-        len(params),
-        2,
-        figsize=(10, 1.7 * len(params)),
-        squeeze=False,
-        gridspec_kw={"width_ratios": [2.2, 1]},
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(10, 1.7 * len(params)))
+    axes = fig.subplots(
+        len(params), 2, squeeze=False, gridspec_kw={"width_ratios": [2.2, 1]}
     )
     for (ax_trace, ax_rank), (label, draws) in zip(axes, params, strict=True):
         num_chains, num_draws = draws.shape

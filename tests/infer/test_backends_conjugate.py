@@ -17,18 +17,21 @@ def normal_normal(y):
     numpyro.sample("y", dist.Normal(m, 1.0), obs=y)
 
 
-@pytest.mark.parametrize("method", ["blackjax", "nuts", "mclmc"])
+SETTINGS = {"chains": 2, "warmup": 500, "samples": 1000}
+
+
+@pytest.mark.parametrize("method", sorted(sp.backends()))
 def test_backend_recovers_normal_normal_posterior(method):
+    """Every registered backend, with the settings it has."""
+    options = sp.backends()[method].options
     fit = sp.fit(
         normal_normal,
         Y,
         method=method,
-        chains=2,
-        warmup=500,
-        samples=1000,
         seed=0,
         progress=False,
         log_likelihood=False,
+        **{k: v for k, v in SETTINGS.items() if k in options},
     )
     m = fit.idata.posterior["m"].values.ravel()
     n = Y.shape[0]

@@ -49,7 +49,7 @@ def test_sbc_result_plot_and_verdict():
 
 @pytest.mark.slow
 def test_sbc_of_the_ou_model_is_uniform():
-    result = sp.diagnostics.sbc(
+    result = sp.sbc(
         ou,
         jnp.arange(40) * 0.25,
         observed="x",
@@ -65,10 +65,8 @@ def test_sbc_of_the_ou_model_is_uniform():
 
 def test_sbc_argument_errors():
     with pytest.raises(ValueError, match=r"observed site\(s\) \['y'\]"):
-        sp.diagnostics.sbc(
-            ou, jnp.arange(5.0), observed="y", num_replicates=2, progress=False
-        )
+        sp.sbc(ou, jnp.arange(5.0), observed="y", num_replicates=2, progress=False)
     with pytest.raises(ValueError, match="sbc: num_replicates must be an int >= 1"):
-        sp.diagnostics.sbc(ou, jnp.arange(5.0), observed="x", num_replicates=0)
+        sp.sbc(ou, jnp.arange(5.0), observed="x", num_replicates=0)
     with pytest.raises(ValueError, match="sbc: thinning must be an int >= 1; got 1.5"):
-        sp.diagnostics.sbc(ou, jnp.arange(5.0), observed="x", thinning=1.5)
+        sp.sbc(ou, jnp.arange(5.0), observed="x", thinning=1.5)

@@ -1,15 +1,20 @@
 """The result of :func:`sdeppl.fit`: an ArviZ ``InferenceData`` with checks, saving and
-a report."""
+a report.
+
+It lives in the report layer, below inference: every backend returns one, and it owns
+its report, so no layer imports upwards."""
 
 from __future__ import annotations
 
 import os
-
-import arviz as az
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .._io import atomic_write
 from ..diagnostics import check, metadata_of, verdict
+
+if TYPE_CHECKING:  # ArviZ and pandas load with the first result
+    import arviz as az
+    import pandas as pd
 
 
 class Fit:
@@ -42,6 +47,8 @@ class Fit:
 
     def summary(self, var_names=None, **kwargs) -> pd.DataFrame:
         """``arviz.summary`` of the parameters (or of ``var_names``)."""
+        import arviz as az
+
         return az.summary(
             self.idata, var_names=var_names or self.parameter_names(), **kwargs
         )
@@ -67,7 +74,7 @@ class Fit:
     def report(self, path, *, title: str | None = None) -> str:
         """Write the self-contained HTML uncertainty report (see
         :mod:`sdeppl.report`)."""
-        from ..report import write_report  # the report layer sits above inference
+        from ._page import write_report
 
         return write_report(self, path, title=title)
 
@@ -84,4 +91,6 @@ def load(path) -> Fit:
     """Load a :class:`Fit` saved with :meth:`Fit.save`."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: no such file {os.fspath(path)!r}.")
+    import arviz as az
+
     return Fit(az.from_netcdf(path))

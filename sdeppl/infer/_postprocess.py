@@ -1,0 +1,211 @@
+"""Shared post-processing of every backend's draws: pointwise log-likelihoods,
+posterior and one-step predictive draws, forecasts and hidden-path draws.
+
+Each is computed for all draws at once (vectorised and compiled once), by tracing the
+model at a draw and asking each time-series site -- through the
+:class:`~sdeppl.processes.TimeSeries` protocol only -- for its per-time terms,
+predictions or latent draws.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from numpyro.infer import Predictive
+
+from .._xla import fast_compile_jit
+from ..diagnostics import PathCoords
+from ..processes import derived_name, reparam_paths, series_of
+from ._backend import stream_key
+from ._model import unobserve
+
+
+def series_coords(adapter) -> dict[str, PathCoords]:
+    return {
+        name: PathCoords(
+            site.series.ts,
+            site.series.value_dim,
+            site.series.latent_dim,
+            site.series.batch_ndim,
+        )
+        for name, site in adapter.raw_sites.items()
+        if site.series is not None and site.series.ts is not None
+    }
+
+
+def _series_names(adapter, *, observed: bool | None = None, latent: bool = False):
+    """Time-series sites with per-time terms, optionally only observed ones or only
+    those with hidden paths to draw."""
+    return [
+        name
+        for name, site in adapter.raw_sites.items()
+        if site.series is not None
+        and site.series.ts is not None
+        and site.series.pointwise
+        and (observed is None or site.observed == observed)
+        and (not latent or site.series.has_latent)
+    ]
+
+
+def _flat_draws(samples: dict):
+    """``(chain, draw, ...)`` -> ``(chain * draw, ...)`` and the leading shape."""
+    lead = next(iter(samples.values())).shape[:2]
+    return {k: jnp.reshape(v, (-1,) + v.shape[2:]) for k, v in samples.items()}, lead
+
+
+def _per_draw(
+    adapter, samples: dict, key, stream: str, names, compute, *, raw: bool = False
+):
+    """For every posterior draw, trace the model at the draw and collect
+    ``compute(name, fn, value, key) -> dict`` over the sites ``names``, with keys
+    from ``stream_key(key, stream)``.
+
+    ``raw=True`` traces the model without path reparametrisation (latent paths are then
+    :class:`~sdeppl.Path` sites whose values come from the draw). Vectorised over draws
+    and compiled once; returns arrays shaped ``(chain, draw, ...)``.
+    """
+    if not names:
+        return {}
+    flat, lead = _flat_draws(samples)
+    model = adapter.raw_model if raw else adapter.model
+
+    def one(draw, key):
+        tr = numpyro.handlers.trace(
+            numpyro.handlers.substitute(numpyro.handlers.seed(model, 0), data=draw)
+        ).get_trace(*adapter.args, **adapter.kwargs)
+        out = {}
+        for i, name in enumerate(names):
+            fn = tr[name]["fn"]
+            value = draw[name] if name in draw else tr[name]["value"]
+            shape = fn.batch_shape + fn.event_shape
+            if isinstance(value, jax.core.Tracer):
+                value = jnp.broadcast_to(value, shape)
+            else:  # observed data stay concrete (missing-value checks need that)
+                value = np.broadcast_to(np.asarray(value), shape)
+            out.update(compute(name, fn, value, jax.random.fold_in(key, i)))
+        return out
+
+    num_draws = next(iter(flat.values())).shape[0]
+
+    def all_draws(flat, key):
+        keys = jax.random.split(stream_key(key, stream), num_draws)
+        return jax.vmap(one)(flat, keys)
+
+    values = fast_compile_jit(all_draws)(flat, key)
+    return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()}
+
+
+def pointwise_log_likelihood(adapter, samples: dict):
+    r"""Pointwise log-likelihood of every observed site, ``(chain, draw, ...)``.
+
+    A time-series site contributes one term per observed time (a Markov transition for
+    :class:`~sdeppl.Path`, $\log p(y_k \mid y_{0:k-1})$ for :class:`~sdeppl.StateSpace`;
+    PSIS-LOO then leaves out one step at a time, the usual choice for time series);
+    other sites their NumPyro batch shape. Returns ``(values, times)`` where
+    ``times[name]`` are the times kept for time-series sites.
+    """
+    series = set(_series_names(adapter, observed=True))
+    masks = {n: adapter.raw_sites[n].series.informative for n in series}
+    times = {n: adapter.raw_sites[n].series.ts[masks[n]] for n in series}
+
+    def compute(name, fn, value, key):
+        if name in series:
+            return {name: series_of(fn).pointwise_log_prob(value)[..., masks[name]]}
+        return {name: fn.log_prob(value)}
+
+    names = [n for n, s in adapter.sites.items() if s.observed]
+    key = jax.random.key(0)  # unused: log-densities are not random
+    values = _per_draw(adapter, samples, key, "sampler", names, compute)
+    for name in series:  # terms constant across draws (e.g. y_0 under a fixed prior)
+        flat = values[name].reshape(-1, values[name].shape[-1])  # carry no information
+        with np.errstate(invalid="ignore"):
+            varying = ~(np.ptp(flat, axis=0) == 0)  # and would break PSIS (k = inf)
+        values[name], times[name] = values[name][..., varying], times[name][varying]
+    return values, times
+
+
+def _predictive(model, adapter, samples, key, names, infer_discrete=False):
+    flat, lead = _flat_draws(samples)
+    predictive = Predictive(
+        model,
+        posterior_samples=flat,
+        return_sites=list(names),
+        infer_discrete=infer_discrete,
+    )
+    out = predictive(stream_key(key, "predictive"), *adapter.args, **adapter.kwargs)
+    return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in out.items()}
+
+
+def posterior_predictive_draws(adapter, samples: dict, key):
+    """Fresh draws of every observed site given each posterior draw,
+    ``(chain, draw, ...)``."""
+    names = [n for n, s in adapter.sites.items() if s.observed]
+    model = reparam_paths(unobserve(adapter.raw_model))
+    return _predictive(model, adapter, samples, key, names)
+
+
+def discrete_site_draws(adapter, samples: dict, key):
+    """Draws of the discrete latent sites (which the backend marginalised by
+    enumeration) from their conditional posterior given the data and each posterior
+    draw (NumPyro's ``infer_discrete``), ``(chain, draw, ...)``."""
+    model = reparam_paths(adapter.raw_model)
+    return _predictive(
+        model, adapter, samples, key, adapter.discrete_names, infer_discrete=True
+    )
+
+
+def one_step_predictive_draws(adapter, samples: dict, key):
+    """One-step-ahead predictive draws of every observed time series
+    (``{name}_one_step``): the natural residual check for time series."""
+
+    def compute(name, fn, value, key):
+        return {
+            derived_name(name, "one_step"): series_of(fn).one_step_sample(key, value)
+        }
+
+    names = _series_names(adapter, observed=True)
+    return _per_draw(adapter, samples, key, "one_step", names, compute)
+
+
+def latent_state_draws(adapter, samples: dict, key):
+    """The hidden path of every time-series site that has one (``has_latent``, e.g.
+    :class:`~sdeppl.StateSpace`: forward filtering, backward sampling) given the
+    observations and each posterior draw: ``{name}_latent``."""
+
+    def compute(name, fn, value, key):
+        return {derived_name(name, "latent"): series_of(fn).sample_latent(key, value)}
+
+    names = _series_names(adapter, observed=True, latent=True)
+    return _per_draw(adapter, samples, key, "latent", names, compute)
+
+
+def forecast_draws(adapter, samples: dict, key, horizon: float, num_steps: int):
+    """Every time series continued ``num_steps`` equal steps to its last time plus
+    ``horizon``, one continuation per posterior draw (``{name}_forecast``).
+
+    Paths restart at their last value (observed, or latent from the draw); state-space
+    observations restart from the filtered state at the last time. Returns
+    ``(values, times)``.
+    """
+    names = [
+        n
+        for n, s in adapter.raw_sites.items()
+        if s.series is not None and s.series.ts is not None
+    ]
+    times = {
+        n: float(adapter.raw_sites[n].series.ts[-1])
+        + horizon * np.arange(1, num_steps + 1) / num_steps
+        for n in names
+    }
+
+    def compute(name, fn, value, key):
+        return {
+            derived_name(name, "forecast"): series_of(fn).forecast(
+                key, value, times[name]
+            )
+        }
+
+    values = _per_draw(adapter, samples, key, "forecast", names, compute, raw=True)
+    return values, times
