@@ -57,6 +57,8 @@ from problems import (  # noqa: E402
 
 import sdeppl as sp  # noqa: E402
 
+sp.configure(compilation_cache=False)  # XLA's loop tuning, as the docs advise
+
 HERE = Path(__file__).resolve().parent
 
 

@@ -44,6 +44,8 @@ from numpyro.infer import MCMC, NUTS  # noqa: E402
 
 import sdeppl as sp  # noqa: E402
 
+sp.configure(compilation_cache=False)  # XLA's loop tuning, as the docs advise
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _timing import CompileSpans, median_row, save_results  # noqa: E402

@@ -33,6 +33,8 @@ import jax.numpy as jnp  # noqa: E402
 
 import sdeppl as sp  # noqa: E402
 
+sp.configure(compilation_cache=False)  # XLA's loop tuning, as the docs advise
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _timing import save_results  # noqa: E402

@@ -18,16 +18,19 @@ a path likelihood computed by a jitted JAX solver::
 
 The package is layered, each layer importing only those before it:
 :mod:`sdeppl.solvers` (pure JAX), :mod:`sdeppl.processes` (distributions),
-:mod:`sdeppl.diagnostics` (ArviZ conversion, checks, calibration statistics),
-:mod:`sdeppl.report` (the :class:`Fit` result and its HTML report),
-:mod:`sdeppl.infer` (the backend registry, ``fit``, SBC) and the ``sdeppl`` CLI.
+:mod:`sdeppl.diagnostics` (the :class:`Fit` result, ArviZ conversion, checks,
+calibration statistics), :mod:`sdeppl.infer` (the backend registry, ``fit``, SBC),
+:mod:`sdeppl.report` (the HTML report) and the ``sdeppl`` CLI.
 
 Importing sdeppl has no side effects; :func:`configure` switches on XLA's loop tuning
 and the persistent compilation cache (the ``sdeppl`` command calls it).
 """
 
 from . import diagnostics as diagnostics
+from . import report as report
 from ._config import configure as configure
+from .diagnostics import Fit as Fit
+from .diagnostics import load as load
 from .infer import Backend as Backend
 from .infer import BackendResult as BackendResult
 from .infer import Option as Option
@@ -46,7 +49,5 @@ from .processes import PathReparam as PathReparam
 from .processes import StateSpace as StateSpace
 from .processes import TimeSeries as TimeSeries
 from .processes import reparam_paths as reparam_paths
-from .report import Fit as Fit
-from .report import load as load
 
 __version__ = "0.1.0"

@@ -64,7 +64,7 @@ def main(argv=None) -> int:
                 print(f"{name:<{width}}  {description}")
             return 0
         if args.command == "report":
-            from .report import load
+            from .diagnostics import load
 
             out = args.out or args.posterior.with_name("report.html")
             print(load(args.posterior).report(out, title=args.title))

@@ -1,10 +1,17 @@
 """The table every process primitive must pass (STYLE.md §8).
 
 A :class:`Case` builds a distribution from a dict of float parameters. ``closed_form``
-returns ``(mean, var)`` of the path's final value, computed independently of sdeppl
-(NumPy/SciPy), for the goodness-of-fit check; ``log_prob_reference`` (optional) computes
-the log-density of a path independently. ``caps`` are capability flags; generic tests skip
-by flag, never by class name.
+returns ``(mean, var)`` of the value's final time point (first coordinate), computed
+independently of sdeppl (NumPy/SciPy), for the goodness-of-fit check;
+``log_prob_reference`` (optional) computes the log-density of a value independently.
+``missing`` lists time indices set to NaN (missing) wherever a density is evaluated.
+``caps`` are capability flags that vary across rows; generic tests skip by flag, never by
+class name:
+
+- ``reparam``: a path that :func:`sdeppl.reparam_paths` exposes by its innovations;
+- ``grad``: differentiable in every parameter (``jax.grad``, reverse mode);
+- ``jit``, ``vmap``: traced and vectorised over parameter values;
+- ``series``: implements the time-series protocol (:class:`sdeppl.TimeSeries`).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class Case(NamedTuple):
     log_prob_reference: Callable[[dict, np.ndarray], float] | None
     tol: float
     caps: frozenset
+    missing: tuple = ()  # time indices observed as NaN
 
 
 def _ou_exact(p):
@@ -135,7 +143,112 @@ def _general_noise_euler(p):
     return sp.Path(sde, TS, x0=jnp.array([0.5, -0.5]), method="euler")
 
 
-ALL = frozenset({"reparam", "jit", "vmap", "grad"})
+def _kalman_reference(phis, shifts, qs, H, R, m0, P0, ys):
+    """Log-likelihood of ``ys (T, k)`` (NaN rows skipped) under a linear-Gaussian
+    state-space model, by a textbook Kalman filter in NumPy."""
+    m, P, ll = np.array(m0, float), np.array(P0, float), 0.0
+    for k, y in enumerate(ys):
+        if k > 0:
+            m = phis[k - 1] @ m + shifts[k - 1]
+            P = phis[k - 1] @ P @ phis[k - 1].T + qs[k - 1]
+        if np.all(np.isnan(y)):
+            continue
+        S = H @ P @ H.T + R
+        ll += stats.multivariate_normal.logpdf(y, H @ m, S)
+        gain = P @ H.T @ np.linalg.inv(S)
+        m = m + gain @ (y - H @ m)
+        P = P - gain @ S @ gain.T
+    return ll
+
+
+OBS_SD = 0.3
+
+
+def _ou_kalman(method):
+    def make(p):
+        if method == "kalman":
+            sde = sp.OU(p["theta"], p["mu"], p["sigma"])
+        else:  # the same OU written as a general SDE: the filters' own route
+            sde = sp.SDE(
+                lambda t, x: p["theta"] * (p["mu"] - x), lambda t, x: p["sigma"]
+            )
+        obs = (
+            sp.LinearGaussian(1.0, OBS_SD**2)
+            if method == "kalman"
+            else sp.GaussianObservation(lambda x: x, OBS_SD**2)
+        )
+        return sp.StateSpace(
+            sde, TS, x0=dist.Normal(p["m0"], 0.5), obs=obs, method=method
+        )
+
+    return make
+
+
+def _ou_obs_final_moments(p):
+    mean, var = _ou_final_moments(p)
+    return mean, var + OBS_SD**2
+
+
+def _ou_kalman_log_prob(p, y):
+    a = np.exp(-p["theta"] * np.diff(TS))
+    q = p["sigma"] ** 2 * (1 - a * a) / (2 * p["theta"])
+    return _kalman_reference(
+        a[:, None, None],
+        (p["mu"] * (1 - a))[:, None],
+        q[:, None, None],
+        np.eye(1),
+        np.eye(1) * OBS_SD**2,
+        [p["m0"]],
+        [[0.25]],
+        np.asarray(y)[:, None],
+    )
+
+
+def _osc_kalman(p):
+    A = jnp.array([[0.0, 1.0], [-(p["omega"] ** 2), -p["damping"]]])
+    L = jnp.array([[0.0], [p["sigma"]]])
+    x0 = dist.MultivariateNormal(jnp.array([1.0, 0.0]), 0.2 * jnp.eye(2))
+    H = jnp.array([[1.0, 0.0]])
+    return sp.StateSpace(
+        sp.LinearSDE(A, L), TS, x0=x0, obs=sp.LinearGaussian(H, OBS_SD**2)
+    )
+
+
+def _osc_kalman_log_prob(p, y):
+    A, L = _osc_matrices(p)
+    phis, qs = [], []
+    for dt in np.diff(TS):
+        s = np.linspace(0.0, dt, 401)
+        vals = np.stack(
+            [scipy.linalg.expm(A * u) @ L @ L.T @ scipy.linalg.expm(A * u).T for u in s]
+        )
+        phis.append(scipy.linalg.expm(A * dt))
+        qs.append(np.trapezoid(vals, s, axis=0))
+    return _kalman_reference(
+        phis,
+        np.zeros((len(phis), 2)),
+        qs,
+        np.array([[1.0, 0.0]]),
+        np.eye(1) * OBS_SD**2,
+        [1.0, 0.0],
+        0.2 * np.eye(2),
+        np.asarray(y),
+    )
+
+
+def _osc_obs_final_moments(p):
+    mean, var = _osc_final_moments(p)
+    return mean, var + OBS_SD**2
+
+
+def _double_well_ukf(p):
+    sde = sp.SDE(lambda t, x: p["a"] * (x - x**3), lambda t, x: p["sigma"])
+    obs = sp.GaussianObservation(lambda x: jnp.stack([x, x**2], -1), OBS_SD**2)
+    return sp.StateSpace(sde, TS, x0=dist.Normal(0.0, 0.3), obs=obs, method="ukf")
+
+
+ALL = frozenset({"reparam", "jit", "vmap", "grad", "series"})
+FILTERED = ALL - {"reparam"}  # state-space models: the path is integrated out
 
 CASES = [
     Case(
@@ -147,6 +260,17 @@ CASES = [
         _ou_exact_log_prob,
         1e-10,
         ALL,
+    ),
+    Case(
+        "ou-exact-missing",
+        _ou_exact,
+        {"theta": 0.7, "mu": 1.0, "sigma": 0.4, "m0": 0.2},
+        None,
+        None,
+        None,
+        0.0,
+        ALL - {"reparam"},  # an observed path with gaps is not a latent path
+        missing=(3, 5),
     ),
     Case(
         "sde-euler",
@@ -197,5 +321,59 @@ CASES = [
         None,
         0.0,
         ALL,
+    ),
+    Case(
+        "ou-kalman-missing",
+        _ou_kalman("kalman"),
+        {"theta": 0.7, "mu": 1.0, "sigma": 0.4, "m0": 0.2},
+        {"theta": -0.7, "mu": 1.0, "sigma": 0.4, "m0": 0.2},
+        _ou_obs_final_moments,
+        _ou_kalman_log_prob,
+        1e-10,
+        FILTERED,
+        missing=(2, 6),
+    ),
+    Case(
+        "ou-ekf",
+        _ou_kalman("ekf"),
+        {"theta": 0.7, "mu": 1.0, "sigma": 0.4, "m0": 0.2},
+        None,
+        _ou_obs_final_moments,
+        _ou_kalman_log_prob,
+        1e-5,  # the moment equations are integrated by RK4
+        FILTERED,
+    ),
+    Case(
+        "ou-ukf-missing",
+        _ou_kalman("ukf"),
+        {"theta": 0.7, "mu": 1.0, "sigma": 0.4, "m0": 0.2},
+        None,
+        None,
+        _ou_kalman_log_prob,
+        1e-5,
+        FILTERED,
+        missing=(4,),
+    ),
+    Case(
+        "oscillator-kalman-missing",
+        _osc_kalman,
+        {"omega": 1.3, "damping": 0.4, "sigma": 0.5},
+        None,
+        _osc_obs_final_moments,
+        _osc_kalman_log_prob,
+        1e-6,
+        FILTERED,
+        missing=(1, 5),
+    ),
+    Case(
+        "double-well-ukf-missing",
+        _double_well_ukf,
+        {"a": 1.0, "sigma": 0.5},
+        None,
+        None,
+        None,
+        0.0,
+        FILTERED,
+        missing=(2,),
     ),
 ]

@@ -20,13 +20,25 @@ def _params(case):
     return {k: jnp.asarray(v, dtype=jnp.float64) for k, v in case.params.items()}
 
 
+def _observed(case, d, x):
+    """``x`` with the case's missing time points set to NaN (a concrete NumPy array,
+    as observed data are)."""
+    x = np.array(x)
+    if case.missing:
+        time_axis = x.ndim - len(d.event_shape)
+        index = [slice(None)] * x.ndim
+        index[time_axis] = list(case.missing)
+        x[tuple(index)] = np.nan
+    return x
+
+
 @pytest.mark.parametrize("case", CASES, ids=ids)
 @pytest.mark.parametrize("sample_shape", SAMPLE_SHAPES)
 def test_shapes(case, sample_shape):
     d = case.make(_params(case))
     x = d.sample(jax.random.key(0), sample_shape)
     assert x.shape == sample_shape + d.batch_shape + d.event_shape
-    lp = d.log_prob(x)
+    lp = d.log_prob(_observed(case, d, x))
     assert lp.shape == sample_shape + d.batch_shape
     assert np.all(np.isfinite(lp))
 
@@ -48,8 +60,8 @@ def test_final_marginal_matches_closed_form(case):
 )
 def test_log_prob_matches_reference(case):
     d = case.make(_params(case))
-    x = d.sample(jax.random.key(2))
-    ref = case.log_prob_reference(case.params, np.asarray(x))
+    x = _observed(case, d, d.sample(jax.random.key(2)))
+    ref = case.log_prob_reference(case.params, x)
     np.testing.assert_allclose(d.log_prob(x), ref, rtol=case.tol, atol=case.tol)
 
 
@@ -58,7 +70,8 @@ def test_log_prob_matches_reference(case):
 )
 def test_gradients_match_finite_differences(case):
     params = _params(case)
-    x = case.make(params).sample(jax.random.key(3), (2,))
+    d = case.make(params)
+    x = _observed(case, d, d.sample(jax.random.key(3), (2,)))
 
     def f(p):
         return jnp.sum(case.make(p).log_prob(x))
@@ -92,7 +105,8 @@ def test_jit_matches_eager_and_traces_once(case):
     def sample(p, key):
         return case.make(p).sample(key, (2,))
 
-    np.testing.assert_allclose(log_prob(params, x), d.log_prob(x), rtol=1e-12)
+    if not case.missing:  # missing points are found on concrete data, outside jit
+        np.testing.assert_allclose(log_prob(params, x), d.log_prob(x), rtol=1e-12)
     np.testing.assert_allclose(sample(params, jax.random.key(4)), x, rtol=1e-12)
     shifted = {k: v * 1.01 for k, v in params.items()}
     log_prob(shifted, x)
@@ -105,7 +119,7 @@ def test_jit_matches_eager_and_traces_once(case):
 def test_vmap_over_parameters(case):
     params = _params(case)
     d = case.make(params)
-    x = d.sample(jax.random.key(5))
+    x = _observed(case, d, d.sample(jax.random.key(5)))
     name = next(iter(params))
     values = params[name] * jnp.array([0.9, 1.0, 1.1])
     vmapped = jax.vmap(lambda v: case.make({**params, name: v}).log_prob(x))(values)
@@ -118,7 +132,7 @@ def test_pytree_round_trip(case):
     d = case.make(_params(case))
     leaves, tree = jax.tree_util.tree_flatten(d)
     d2 = jax.tree_util.tree_unflatten(tree, leaves)
-    x = d.sample(jax.random.key(6))
+    x = _observed(case, d, d.sample(jax.random.key(6)))
     np.testing.assert_allclose(d2.log_prob(x), d.log_prob(x), rtol=1e-12)
     assert d2.batch_shape == d.batch_shape and d2.event_shape == d.event_shape
 
@@ -161,20 +175,50 @@ def test_inside_a_model_predictive_and_obs(case):
     "case", [c for c in CASES if "reparam" in c.caps], ids=lambda c: c.id
 )
 def test_noncentred_transform_has_the_same_law(case):
-    """Non-centred draws (innovations -> path) and the density agree: E[log p] matches."""
+    """Draws through the non-centred parametrisation (innovations -> path, as HMC sees
+    the path) and direct draws agree in law: E[log p] matches."""
     d = case.make(_params(case))
-    key_a, key_b = jax.random.split(jax.random.key(9))
-    direct = d.sample(key_a, (1000,))
+
+    def model():
+        return numpyro.sample("x", d)
+
+    direct = d.sample(jax.random.key(9), (1000,))
+    via_noise = Predictive(sp.reparam_paths(model), num_samples=1000)(
+        jax.random.key(10)
+    )["x"]
     lp_direct = np.asarray(d.log_prob(direct))
-    lead = (1000,) + d.batch_shape
-    start = (
-        d._initial_states(key_b, lead)[..., 0]
-        if d.scalar_state
-        else d._initial_states(key_b, lead)
-    )
-    xi = jax.random.normal(jax.random.key(10), lead + d.noise_shape)
-    via_noise = d.transform_noise(start, xi)
     lp_noise = np.asarray(d.log_prob(via_noise))
     diff = lp_direct.mean() - lp_noise.mean()
     se = np.sqrt(lp_direct.var() / lp_direct.size + lp_noise.var() / lp_noise.size)
     assert abs(diff) < 5 * se
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if "series" in c.caps], ids=lambda c: c.id
+)
+def test_time_series_protocol(case):
+    """What sdeppl.fit and the report use, through the protocol only: per-time terms
+    that sum to log_prob (missing points included), a mask of informative terms,
+    one-step predictive draws, forecasts and, where declared, hidden-path draws."""
+    d = case.make(_params(case))
+    assert isinstance(d, sp.TimeSeries)
+    x = _observed(case, d, d.sample(jax.random.key(11), (2,)))
+    T = len(d.ts)
+    terms = d.pointwise_log_prob(x)
+    assert terms.shape == (2,) + d.batch_shape + (T,)
+    np.testing.assert_allclose(terms.sum(-1), d.log_prob(x), rtol=1e-9, atol=1e-9)
+    mask = d.informative_mask(x)
+    assert mask.shape == (T,) and mask.dtype == bool
+    assert not np.any(mask[list(case.missing)])
+    value_tail = () if d.value_dim is None else x.shape[-1:]
+    one_step = d.one_step_sample(jax.random.key(12), x)
+    assert one_step.shape == x.shape
+    future = np.asarray(d.ts[-1]) + np.array([0.5, 1.0, 2.0])
+    ahead = d.forecast(jax.random.key(13), x, future)
+    assert ahead.shape == (2,) + d.batch_shape + (3,) + value_tail
+    assert np.all(np.isfinite(ahead))
+    if d.has_latent:
+        latent = d.sample_latent(jax.random.key(14), x)
+        lead = (2,) + d.batch_shape
+        assert latent.shape[: len(lead)] == lead and latent.shape[len(lead)] == T
+        assert np.all(np.isfinite(latent))

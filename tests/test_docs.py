@@ -17,8 +17,24 @@ def test_docs_have_pages():
     assert PAGES
 
 
+@pytest.fixture
+def restore_settings(monkeypatch):
+    """Pages may call ``sp.configure()``: its settings stay with the page."""
+    import os
+    import warnings
+
+    import jax
+
+    cache = jax.config.jax_compilation_cache_dir
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="sdeppl.configure: JAX has already")
+        yield
+    jax.config.update("jax_compilation_cache_dir", cache)
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
-def test_page_examples_run(page):
+def test_page_examples_run(page, restore_settings):
     namespace = {"__name__": f"docs_{page.stem}"}
     for block in code_blocks(page):
         exec(compile(block, str(page), "exec"), namespace)

@@ -1,5 +1,5 @@
-"""Layer 3: ArviZ conversion, convergence checks with verdicts, simulation-based
-calibration.
+"""Layer 3: the :class:`Fit` result, ArviZ conversion, convergence checks with
+verdicts, simulation-based calibration statistics.
 
 - :func:`check` / :func:`verdict`: the diagnostics table (pass/warn/fail with advice).
 - :func:`to_inference_data`: sampler output to ``InferenceData`` with time coordinates.
@@ -11,6 +11,8 @@ calibration.
 from ._convert import PathCoords as PathCoords
 from ._convert import metadata_of as metadata_of
 from ._convert import to_inference_data as to_inference_data
+from ._fit import Fit as Fit
+from ._fit import load as load
 from .calibration import SBCResult as SBCResult
 from .calibration import rank_statistics as rank_statistics
 from .calibration import uniformity_pvalue as uniformity_pvalue

@@ -45,7 +45,9 @@ STATUS_ORDER = {"n/a": -1, "pass": 0, "warn": 1, "fail": 2}
 UNCHECKED_SUFFIXES = unchecked_suffixes()
 
 
-def _grade(value, pass_if, warn_if) -> str:
+def grade(value, pass_if, warn_if) -> str:
+    """``"pass"`` if ``pass_if(value)``, else ``"warn"`` if ``warn_if(value)``, else
+    ``"fail"``."""
     if pass_if(value):
         return "pass"
     return "warn" if warn_if(value) else "fail"
@@ -119,7 +121,7 @@ def _mixing_rows(idata, chains: int) -> list:
             (
                 "R-hat",
                 f"{rhat:.3f} ({rhat_var})",
-                _grade(rhat, lambda v: v <= 1.01, lambda v: v <= 1.05),
+                grade(rhat, lambda v: v <= 1.01, lambda v: v <= 1.05),
                 "chains agree"
                 if rhat <= 1.01
                 else "chains disagree: warm up longer, draw more, or reparametrise",
@@ -140,7 +142,7 @@ def _mixing_rows(idata, chains: int) -> list:
     ):
         if value is None:
             continue
-        status = _grade(value, lambda v: v >= 100 * chains, lambda v: v >= 50 * chains)
+        status = grade(value, lambda v: v >= 100 * chains, lambda v: v >= 50 * chains)
         advice = (
             "enough effective draws"
             if status == "pass"
@@ -173,7 +175,7 @@ def _sampler_rows(idata, chains, draws, max_tree_depth, meta) -> list:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             bfmi = float(np.min(az.bfmi(idata)))
-        status = _grade(bfmi, lambda v: v >= 0.3, lambda v: v >= 0.2)
+        status = grade(bfmi, lambda v: v >= 0.3, lambda v: v >= 0.2)
         advice = (
             "momentum resampling explores the energy well"
             if status == "pass"
@@ -187,7 +189,7 @@ def _sampler_rows(idata, chains, draws, max_tree_depth, meta) -> list:
         max_tree_depth = meta.get("settings", {}).get("max_tree_depth")
     if stats is not None and "tree_depth" in stats and max_tree_depth:
         frac = float(np.mean(np.asarray(stats["tree_depth"]) >= max_tree_depth))
-        status = _grade(frac, lambda v: v < 0.01, lambda v: v < 0.1)
+        status = grade(frac, lambda v: v < 0.01, lambda v: v < 0.1)
         advice = (
             "trajectories end by U-turn"
             if status == "pass"
@@ -210,7 +212,7 @@ def _sampler_rows(idata, chains, draws, max_tree_depth, meta) -> list:
             loo = az.loo(idata, pointwise=True)
         k = np.asarray(loo.pareto_k)
         kmax = float(np.nanmax(k))
-        status = _grade(kmax, lambda v: v <= 0.7, lambda v: v <= 1.0)
+        status = grade(kmax, lambda v: v <= 0.7, lambda v: v <= 1.0)
         advice = (
             "PSIS-LOO is reliable"
             if status == "pass"

@@ -1,4 +1,4 @@
-"""Layer 5: inference backends, the registry, and the ``fit`` front door.
+"""Layer 4: inference backends, the registry, and the ``fit`` front door.
 
 - :func:`fit`: NumPyro model -> :class:`~sdeppl.Fit` with any registered backend.
 - The registry (:mod:`._backend`): :class:`Backend`, :class:`BackendResult`,

@@ -79,7 +79,10 @@ def _per_draw(
         for i, name in enumerate(names):
             fn = tr[name]["fn"]
             value = draw[name] if name in draw else tr[name]["value"]
-            shape = fn.batch_shape + fn.event_shape
+            # a value may be larger than its site's shape (observed without a plate)
+            shape = jnp.broadcast_shapes(
+                fn.batch_shape + fn.event_shape, jnp.shape(value)
+            )
             if isinstance(value, jax.core.Tracer):
                 value = jnp.broadcast_to(value, shape)
             else:  # observed data stay concrete (missing-value checks need that)

@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..diagnostics import to_inference_data
-from ..report import Fit
+from ..diagnostics import Fit, to_inference_data
 from ._backend import Backend, backends, get_backend, resolve_options
 from ._model import ModelAdapter
 from ._postprocess import (

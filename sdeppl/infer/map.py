@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._xla import fast_compile_jit
+from ..diagnostics.checks import grade
 from ._backend import BackendResult, float_option, int_option, register_backend
 from ._backend import stream_key as _stream_key
 from ._model import as_numpy
@@ -181,6 +182,7 @@ def laplace(minimiser: Minimiser, starts: np.ndarray, key, options: dict) -> dic
         "grad_norm": np.asarray(grad_norms),
         "iterations": np.asarray(iterations),
         "eigenvalues": eigenvalues,
+        "covariance": (vectors / safe) @ vectors.T,
         "draws": draws,
         "log_q": log_q,
     }
@@ -206,10 +208,6 @@ def _starts(model, key, num: int, minimiser: Minimiser, radius: float = 2.0):
                 break
         out.append(z)
     return np.stack(out)
-
-
-def _grade(value, pass_if, warn_if) -> str:
-    return "pass" if pass_if(value) else ("warn" if warn_if(value) else "fail")
 
 
 def _checks(out: dict, tol: float, pareto_k: float) -> tuple:
@@ -254,7 +252,7 @@ def _checks(out: dict, tol: float, pareto_k: float) -> tuple:
         f"condition number {condition:.3g}" if positive else "not positive definite",
         "fail"
         if not positive
-        else _grade(condition, lambda c: c < 1e8, lambda c: c < 1e12),
+        else grade(condition, lambda c: c < 1e8, lambda c: c < 1e12),
         "a well-defined maximum"
         if positive and condition < 1e8
         else (
@@ -267,7 +265,7 @@ def _checks(out: dict, tol: float, pareto_k: float) -> tuple:
     pareto = (
         "Pareto k (Laplace)",
         f"{pareto_k:.2f}",
-        _grade(pareto_k, lambda k: k <= 0.7, lambda k: k <= 1.0),
+        grade(pareto_k, lambda k: k <= 0.7, lambda k: k <= 1.0),
         "the Gaussian approximation is close to the posterior"
         if pareto_k <= 0.7
         else "the posterior is far from Gaussian: use MCMC (method='blackjax')",
@@ -353,6 +351,11 @@ class _MAP:
                     float(out["eigenvalues"].max()),
                 ],
                 "pareto_k": k,
+                **(
+                    {"laplace_covariance": out["covariance"].tolist()}
+                    if out["mode"].size <= 16
+                    else {}
+                ),
             },
             independent_draws=True,
         )

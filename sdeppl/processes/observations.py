@@ -11,8 +11,8 @@ Every model has ``log_prob(x, y, scalar_obs=False)`` and ``sample(key, x)`` on o
 point, with the state in the user's layout (``(*batch,)`` for a scalar state,
 ``(*batch, d)``) and the observation ``(*batch, k)``, or ``(*batch,)`` for one value per
 time point (then pass ``scalar_obs=True``: the layout cannot be told from the shapes
-alone). ``log_prob`` returns one term per time point, ``(*batch,)``. NaN in ``y`` marks a
-missing value and contributes nothing: Gaussian models marginalise any subset of
+alone). ``log_prob`` returns one term per time point, ``(*batch,)``. NaN in ``y`` marks
+a missing value and contributes nothing: Gaussian models marginalise any subset of
 coordinates; a general distribution drops NaN coordinates elementwise when it
 factorises over them (its ``event_shape`` is ``()``), and otherwise needs each time
 point observed whole or not at all (checked by :class:`~sdeppl.StateSpace` on
@@ -89,7 +89,7 @@ class Observation:
         """
         d = self.distribution(x)
         missing = jnp.isnan(y)
-        filled = jnp.where(missing, _fill_value(d), y)
+        filled = jnp.where(missing, d.support.feasible_like(y), y)
         lp = d.log_prob(filled)
         if d.event_shape or scalar_obs:  # one term per time point
             any_missing = missing if scalar_obs else jnp.any(missing, axis=-1)
@@ -111,11 +111,6 @@ class Observation:
             lambda x: self.distribution(x).sample(jax.random.key(0)), x_probe
         )
         return tuple(out.shape)
-
-
-def _fill_value(d):
-    """A value in the support of ``d`` standing in for missing ones (masked later)."""
-    return 1.0 if isinstance(d.support, type(dist.constraints.positive)) else 0.0
 
 
 class GaussianObservation(Observation):

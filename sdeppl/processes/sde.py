@@ -320,6 +320,9 @@ class SDE:
         return xs[..., 0] if scalar else xs
 
 
+jax.tree_util.register_pytree_node(SDE, SDE.tree_flatten, SDE.tree_unflatten)
+
+
 class LinearSDE(SDE):
     r"""A linear (affine) SDE $dX_t = (A X_t + b)\,dt + L\,dW_t$ with exact transitions.
 

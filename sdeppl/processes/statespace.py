@@ -27,6 +27,7 @@ from ..solvers.kalman import (
 )
 from ._checks import check_times
 from ._constraints import real_or_missing
+from ._eager import compiled_when_eager
 from .observations import as_observation, check_noise_cov
 from .path import Path
 from .sde import SDE
@@ -370,6 +371,7 @@ class StateSpace(Distribution):
         return lp.reshape(extra + batch)
 
     # -- distribution API --------------------------------------------------------------
+    @compiled_when_eager
     def log_prob(self, value):
         if self.method == "kalman":
             lp = self._linear_log_likelihood(value)
@@ -378,6 +380,7 @@ class StateSpace(Distribution):
             lp = result.log_likelihood.reshape(extra + self.batch_shape)
         return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
 
+    @compiled_when_eager
     def sample(self, key, sample_shape=()):
         key_x, key_eps = jax.random.split(key)
         path = self.latent_path()
@@ -407,6 +410,7 @@ class StateSpace(Distribution):
     def latent_dim(self) -> str | None:
         return None if self.scalar_state else "state"
 
+    @compiled_when_eager
     def pointwise_log_prob(self, value):
         r"""Per-time terms $\log p(y_k \mid y_{0:k-1})$ of ``log_prob``, shape
         ``(..., T)``; a missing time point holds 0."""
@@ -423,6 +427,7 @@ class StateSpace(Distribution):
         observed = ~np.isnan(y).all(axis=-1)
         return observed.reshape(-1, observed.shape[-1]).any(axis=0)
 
+    @compiled_when_eager
     def one_step_sample(self, key, value):
         r"""Draws of each $y_k$ from its one-step-ahead predictive
         $p(y_k \mid y_{0:k-1})$ (the filter's predicted observation plus noise); same
@@ -436,6 +441,7 @@ class StateSpace(Distribution):
         draws = self._unflatten(draws, extra)
         return draws[..., 0] if self._scalar_obs else draws
 
+    @compiled_when_eager
     def forecast(self, key, value, future_ts):
         """Observations at ``future_ts`` beyond ``ts[-1]``: the latent state drawn from
         its filtered law at the last time, simulated forward, observed with noise.
@@ -459,12 +465,14 @@ class StateSpace(Distribution):
         return self._observe_states(key_eps, x)
 
     # -- smoothing and latent draws ----------------------------------------------------
+    @compiled_when_eager
     def filter(self, value):
         """Filtered means ``(..., T, *state)`` and covariances ``(..., T, d, d)``
         (variances ``(..., T)`` for a scalar state)."""
         result, extra = self._filter(value)
         return self._moments(result.filtered_mean, result.filtered_cov, extra)
 
+    @compiled_when_eager
     def smooth(self, value):
         """Smoothed means ``(..., T, *state)`` and covariances ``(..., T, d, d)``
         (variances ``(..., T)`` for a scalar state); RTS smoother."""
@@ -478,6 +486,7 @@ class StateSpace(Distribution):
             return means[..., 0], covs[..., 0, 0]
         return means, covs
 
+    @compiled_when_eager
     def sample_latent(self, key, value):
         """One draw of the latent path given the observations (forward filtering,
         backward sampling), shape ``(..., T, *state)``."""

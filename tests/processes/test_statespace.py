@@ -330,3 +330,29 @@ def test_bad_input():
             x0=dist.Uniform(jnp.zeros(2), 1.0).to_event(1),
             obs=sp.LinearGaussian(jnp.eye(2), 0.1),
         ).log_prob(jnp.zeros((60, 2)))
+
+
+def test_eager_calls_run_as_one_compiled_program_and_reuse_it():
+    """Outside jit, log_prob and the filter run as compiled programs (not op by op),
+    cached by the model's structure: new parameter values reuse the program."""
+    from sdeppl.processes import _eager
+
+    ts = np.sort(np.random.default_rng(0).uniform(0.0, 20.0, 100))
+
+    def build(a):
+        A = jnp.array([[-0.5, 0.3], [-0.2, -0.8]]) * a
+        sde = sp.LinearSDE(A, jnp.diag(jnp.array([0.3, 0.4])), jnp.array([0.1, -0.2]))
+        x0 = dist.MultivariateNormal(jnp.zeros(2), jnp.eye(2))
+        return sp.StateSpace(sde, ts, x0=x0, obs=sp.LinearGaussian(jnp.eye(2), 0.01))
+
+    y = np.array(build(1.0).sample(jax.random.key(0)))
+    y[10, 1] = np.nan
+    eager = build(1.0).log_prob(y)
+    traced = jax.jit(lambda a: build(a).log_prob(jnp.asarray(y)))(1.0)
+    np.testing.assert_allclose(eager, traced, rtol=1e-12)
+    before = _eager._program.cache_info()
+    assert np.isfinite(build(1.05).log_prob(y))
+    after = _eager._program.cache_info()
+    assert after.hits == before.hits + 1 and after.misses == before.misses
+    means, covs = build(1.0).filter(y)
+    assert means.shape == (100, 2) and covs.shape == (100, 2, 2)

@@ -1,8 +1,10 @@
 """The result of :func:`sdeppl.fit`: an ArviZ ``InferenceData`` with checks, saving and
 a report.
 
-It lives in the report layer, below inference: every backend returns one, and it owns
-its report, so no layer imports upwards."""
+It lives in the diagnostics layer, below both inference (every backend returns one) and
+the report (which draws one). :meth:`Fit.report` calls the writer that
+:mod:`sdeppl.report` registers when it is imported (``import sdeppl`` does), so this
+layer never imports the one above it."""
 
 from __future__ import annotations
 
@@ -10,11 +12,20 @@ import os
 from typing import TYPE_CHECKING
 
 from .._io import atomic_write
-from ..diagnostics import check, metadata_of, verdict
+from ._convert import metadata_of
+from .checks import check, verdict
 
 if TYPE_CHECKING:  # ArviZ and pandas load with the first result
     import arviz as az
     import pandas as pd
+
+
+_REPORT_WRITERS: dict = {}
+
+
+def register_report_writer(writer, kind: str = "html") -> None:
+    """Called by :mod:`sdeppl.report` at import: ``writer(fit, path, title=...)``."""
+    _REPORT_WRITERS[kind] = writer
 
 
 class Fit:
@@ -74,9 +85,12 @@ class Fit:
     def report(self, path, *, title: str | None = None) -> str:
         """Write the self-contained HTML uncertainty report (see
         :mod:`sdeppl.report`)."""
-        from ._page import write_report
-
-        return write_report(self, path, title=title)
+        if "html" not in _REPORT_WRITERS:
+            raise RuntimeError(
+                "Fit.report: no report writer is registered; import sdeppl.report "
+                "(import sdeppl does)."
+            )
+        return _REPORT_WRITERS["html"](self, path, title=title)
 
     def __repr__(self) -> str:
         meta = self.metadata

@@ -1,0 +1,88 @@
+"""Compiled execution of a distribution's methods when they are called outside ``jit``.
+
+Inside a NumPyro model under a sampler, a process's methods are traced into the
+sampler's program. Called directly (``model.log_prob(y)`` in a script or a notebook),
+JAX would run them op by op: a filter over 100 time points then takes seconds, every
+call. :func:`compiled_when_eager` runs such a call as one compiled program instead,
+cached by the distribution's structure, so repeated calls with new parameter values or
+data reuse it.
+
+What is static and what is traced: the distribution's concrete NumPy leaves (time
+grids, fixed initial states) and non-array arguments (``sample_shape``) are part of
+the compiled program, exactly as they are when the distribution is built inside a
+traced model; JAX arrays (parameters, data, keys) are its arguments.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+
+class _Static:
+    """A concrete NumPy leaf, hashed by its contents."""
+
+    __slots__ = ("value", "_key")
+
+    def __init__(self, value: np.ndarray):
+        self.value = value
+        self._key = (value.dtype.str, value.shape, value.tobytes())
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and self._key == other._key
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, jax.Array | np.ndarray)
+
+
+@functools.lru_cache(maxsize=64)
+def _program(method, treedef, static_leaves, static_args):
+    """One jitted function per method, structure and static values."""
+
+    def run(dynamic_leaves, dynamic_args):
+        leaves, dynamic = [], iter(dynamic_leaves)
+        for item in static_leaves:
+            leaves.append(item.value if isinstance(item, _Static) else next(dynamic))
+        args, dynamic = [], iter(dynamic_args)
+        for item in static_args:
+            args.append(next(dynamic) if item is _DYNAMIC else item)
+        return method(jax.tree_util.tree_unflatten(treedef, leaves), *args)
+
+    return jax.jit(run)
+
+
+_DYNAMIC = object()
+
+
+def compiled_when_eager(method):
+    """Decorator: ``method(self, *args)`` runs compiled when nothing is traced (see the
+    module docstring); inside a trace it runs as written."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        leaves, treedef = jax.tree_util.tree_flatten(self)
+        traced = any(
+            isinstance(x, jax.core.Tracer)
+            for x in jax.tree_util.tree_leaves((leaves, args))
+        )
+        if traced:
+            return method(self, *args)
+        static_leaves = tuple(
+            _Static(x) if isinstance(x, np.ndarray) else None for x in leaves
+        )
+        dynamic_leaves = [x for x in leaves if not isinstance(x, np.ndarray)]
+        static_args = tuple(_DYNAMIC if _is_array(a) else a for a in args)
+        dynamic_args = [a for a in args if _is_array(a)]
+        try:
+            program = _program(method, treedef, static_leaves, static_args)
+        except TypeError:  # an unhashable static part: run as written
+            return method(self, *args)
+        return program(dynamic_leaves, dynamic_args)
+
+    return wrapper
