@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..diagnostics import Fit, to_inference_data
-from ._backend import Backend, backends, get_backend, resolve_options
+from ._backend import Backend, backends, get_backend, int_option, resolve_options
 from ._model import ModelAdapter
 from ._postprocess import (
     discrete_site_draws,
@@ -45,15 +45,10 @@ FIT_OPTIONS = (
 def check_int(name, value, minimum, caller="fit"):
     """``int(value)``, or a ``ValueError`` naming ``caller`` and the argument unless
     ``value`` is an integer >= ``minimum``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | np.integer)
-        or value < minimum
-    ):
-        raise ValueError(
-            f"{caller}: {name} must be an int >= {minimum}; got {value!r}."
-        )
-    return int(value)
+    try:
+        return int_option(minimum, minimum, name).check(value)
+    except ValueError as e:
+        raise ValueError(f"{caller}: {name} {e}.") from None
 
 
 def _model_name(model) -> str:

@@ -63,14 +63,3 @@ def check_times(ts, owner: str):
             f"ts[{k + 1}]={float(t[k + 1])}. Sort the times and drop repeated ones."
         )
     return t
-
-
-def uniform_step(t0s, t1s):
-    """The common step if every ``t1s - t0s`` is equal (concrete grids only), else
-    None."""
-    if not is_concrete(t0s, t1s):
-        return None
-    dts = np.asarray(t1s) - np.asarray(t0s)
-    if dts.size and np.allclose(dts, dts[0], rtol=1e-12, atol=0.0):
-        return jnp.asarray(dts[0], dtype=jnp.result_type(t0s))
-    return None

@@ -110,10 +110,6 @@ def _no_coefficients(t0s, t1s):
     return None
 
 
-def _slice(coef, k):
-    return None if coef is None else jax.tree_util.tree_map(lambda a: a[k], coef)
-
-
 def _sampler(transform, noise_size: int):
     def sample(key, t0, t1, x0, coef=None):
         xi = jax.random.normal(key, x0.shape[:-1] + (noise_size,), x0.dtype)
