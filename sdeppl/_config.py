@@ -113,7 +113,9 @@ def configure(
         if path:
             os.makedirs(path, exist_ok=True)
             jax.config.update("jax_compilation_cache_dir", path)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+            # every program: the small ones (an optimiser's step, post-processing,
+            # eager operations) add up to most of a warm run otherwise
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
             jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
             cache = path
     return {

@@ -127,27 +127,30 @@ class ModelAdapter:
         self._unravel = None
         self._jitted_logdensity = None
 
-    def _prototype(self):
-        """Unconstrained zeros with the right shapes, from an abstract trace."""
-
-        def run():
-            tr = numpyro.handlers.trace(numpyro.handlers.seed(self.model, 0)).get_trace(
-                *self.args, **self.kwargs
-            )
-            return {
-                n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"])
-                for n in self.latent_names
-            }
-
-        shapes = jax.eval_shape(run)
-        return {n: jnp.zeros(s.shape, s.dtype) for n, s in shapes.items()}
-
     @property
     def unravel(self):
+        """Flat ``(dim,)`` position -> unconstrained values of the latent sites; the
+        layout comes from an abstract trace (nothing is computed or compiled)."""
         if self._unravel is None:
-            flat, self._unravel = ravel_pytree(self._prototype())
-            self.dim = flat.shape[0]
-            self.dtype = flat.dtype
+            found = {}
+
+            def run():
+                tr = numpyro.handlers.trace(
+                    numpyro.handlers.seed(self.model, 0)
+                ).get_trace(*self.args, **self.kwargs)
+                unconstrained = {
+                    n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"])
+                    for n in self.latent_names
+                }
+                flat, found["unravel"] = ravel_pytree(unconstrained)
+                return flat
+
+            flat = jax.eval_shape(run)
+            self._unravel, self.dim, self.dtype = (
+                found["unravel"],
+                flat.shape[0],
+                flat.dtype,
+            )
         return self._unravel
 
     def logdensity(self, z):

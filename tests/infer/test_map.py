@@ -50,7 +50,7 @@ def two_modes(y=None):
 def test_map_says_when_the_laplace_approximation_fails():
     """Two symmetric modes at mu = +-2: the starts disagree (importance weights of draws
     around one mode cannot see the other, so that check is the optimiser's). A
-    heavy-tailed posterior: the Pareto k of the Laplace draws fails."""
+    curved (banana) posterior: the Pareto k of the Laplace draws does not pass."""
     y = jnp.array([2.1, 1.9, 2.0, -2.05])
     fit = sp.fit(two_modes, y=y, method="map", starts=8, progress=False, seed=1)
     table = fit.diagnostics().set_index("check")
@@ -62,14 +62,10 @@ def test_map_says_when_the_laplace_approximation_fails():
         a = numpyro.sample("a", dist.Normal(0.0, 1.0))
         numpyro.sample("b", dist.Normal(a**2, 0.2))
 
-    def heavy_tails():
-        numpyro.sample("t", dist.Cauchy(0.0, 1.0).expand([3]).to_event(1))
-
-    for model in (banana, heavy_tails):  # k about 1.0 and 0.77 at this seed
-        fit = sp.fit(model, method="map", progress=False)
-        table = fit.diagnostics().set_index("check")
-        assert table.loc["Pareto k (Laplace)", "status"] != "pass", model
-        assert float(table.loc["Pareto k (Laplace)", "value"]) > 0.7
+    fit = sp.fit(banana, method="map", progress=False)  # k 0.83-0.97 over seeds 0-3
+    table = fit.diagnostics().set_index("check")
+    assert table.loc["Pareto k (Laplace)", "status"] != "pass"
+    assert float(table.loc["Pareto k (Laplace)", "value"]) > 0.7
 
 
 def test_map_options_are_checked():
