@@ -78,7 +78,8 @@ def worker(name: str, seed: int) -> dict:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    import blackjax  # noqa: F401 - imported by sp.fit on first use; imports are not timed
+    import arviz  # noqa: F401 - imported by sp.fit on first use; imports are not timed
+    import blackjax  # noqa: F401
 
     sys.path.insert(0, str(HERE))
     from _timing import min_bulk_ess

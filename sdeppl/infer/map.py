@@ -36,7 +36,6 @@ Nocedal, J. and Wright, S. J. (2006). *Numerical Optimization*, 2nd ed., ch. 7.
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 import warnings
@@ -55,17 +54,6 @@ _MAX_HALVINGS = 40
 _FD_STEP = 1e-5
 
 
-@functools.cache
-def _lbfgs_direction():
-    """``optax.lbfgs`` without line search (its update is the quasi-Newton direction):
-    its compiled ``init`` and ``update``, shared by every fit (compiled once per
-    dimension)."""
-    import optax
-
-    optimizer = optax.lbfgs(learning_rate=1.0, linesearch=None)
-    return fast_compile_jit(optimizer.init), fast_compile_jit(optimizer.update)
-
-
 def relative_gradient(value: float, grad: np.ndarray) -> float:
     r"""The gradient's largest entry relative to the objective, $\max_i |g_i| / (1 +
     |f|)$: the convergence measure of :class:`Minimiser`."""
@@ -73,23 +61,47 @@ def relative_gradient(value: float, grad: np.ndarray) -> float:
 
 
 class Minimiser:
-    """L-BFGS on the host around two compiled functions: the objective's value and
-    gradient, and ``optax.lbfgs``'s update (the search direction), with a backtracking
-    (Armijo) line search between them.
+    """L-BFGS on the host around one compiled program, with a backtracking (Armijo)
+    line search.
 
-    Compiling only these two small programs -- not a loop with the line search and
-    the log-density inlined several times -- is what keeps a MAP fit's first call
-    short: the iterations themselves take milliseconds.
+    The program evaluates the objective and its gradient at a point and, from there,
+    ``optax.lbfgs``'s quasi-Newton direction (its update, without a line search): the
+    direction the next iteration takes if the point is accepted. Compiling this one
+    small program -- not a loop with the line search and the log-density inlined
+    several times -- is what keeps a MAP fit's first call short; the iterations
+    themselves take milliseconds.
     """
 
     def __init__(self, negative_logdensity, dim: int, dtype):
-        self._init, self._update = _lbfgs_direction()
-        self.value_and_grad = fast_compile_jit(jax.value_and_grad(negative_logdensity))
+        import optax
+
+        optimizer = optax.lbfgs(learning_rate=1.0, linesearch=None)
+
+        def evaluate(z, state, fresh):
+            value, grad = jax.value_and_grad(negative_logdensity)(z)
+            state = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(fresh, new, old), optimizer.init(z), state
+            )
+            direction, state = optimizer.update(grad, state, z)
+            return value, grad, direction, state
+
+        self._program = fast_compile_jit(evaluate)
+        shapes = jax.eval_shape(optimizer.init, jax.ShapeDtypeStruct((dim,), dtype))
+        self._blank = jax.tree_util.tree_map(
+            lambda s: np.zeros(s.shape, s.dtype), shapes
+        )
         self.dim, self.dtype = dim, dtype
 
+    def _call(self, z, state=None):
+        fresh = state is None
+        value, grad, direction, state = self._program(
+            np.asarray(z, self.dtype), self._blank if fresh else state, fresh
+        )
+        return float(value), np.asarray(grad), np.asarray(direction), state
+
     def evaluate(self, z):
-        value, grad = self.value_and_grad(jnp.asarray(z, self.dtype))
-        return float(value), np.asarray(grad)
+        """``(value, grad)`` at ``z``."""
+        return self._call(z)[:2]
 
     def minimise(self, z, steps: int, tolerance: float):
         r"""``(z, value, grad, iterations)`` after at most ``steps`` iterations.
@@ -99,22 +111,19 @@ class Minimiser:
         summed over many terms has a gradient noise floor that grows with it), when an
         iteration lowers the objective by less than rounding,
         $10^{-14}(1 + |f|)$, or when no step of the line search lowers it."""
-        state = self._init(jnp.asarray(z, self.dtype))
-        value, grad = self.evaluate(z)
+        value, grad, direction, state = self._call(z)
         for iteration in range(steps):
             if relative_gradient(value, grad) <= tolerance:
                 return z, value, grad, iteration
-            direction, new_state = self._update(
-                jnp.asarray(grad), state, jnp.asarray(z)
-            )
-            direction = np.asarray(direction)
             slope = float(grad @ direction)
             if not slope < 0:  # not a descent direction: fall back to the gradient
                 direction, slope = -grad, -float(grad @ grad)
             step = 1.0
             for _ in range(_MAX_HALVINGS):
                 trial = z + step * direction
-                trial_value, trial_grad = self.evaluate(trial)
+                trial_value, trial_grad, trial_direction, trial_state = self._call(
+                    trial, state
+                )
                 if (
                     np.isfinite(trial_value)
                     and trial_value <= value + 1e-4 * step * slope
@@ -124,7 +133,8 @@ class Minimiser:
             else:
                 return z, value, grad, iteration  # no progress possible
             stalled = value - trial_value <= 1e-14 * (1.0 + abs(value))
-            z, value, grad, state = trial, trial_value, trial_grad, new_state
+            z, value, grad = trial, trial_value, trial_grad
+            direction, state = trial_direction, trial_state
             if stalled:
                 return z, value, grad, iteration + 1
         return z, value, grad, steps
