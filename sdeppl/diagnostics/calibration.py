@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 
 def rank_statistics(
@@ -57,6 +56,8 @@ def uniformity_pvalue(
         num_draws, num_bins or max(2, min(20, ranks.size // 5))
     )
     counts, _ = np.histogram(ranks, bins=edges)
+    from scipy import stats  # loaded when used: importing sdeppl stays cheap
+
     return float(stats.chisquare(counts, ranks.size * probabilities).pvalue)
 
 
@@ -90,6 +91,7 @@ class SBCResult:
         """Rank histograms with the 99% band of counts under uniformity; returns the
         figure."""
         import matplotlib.pyplot as plt
+        from scipy import stats
 
         names = list(self.ranks)
         fig, axes = plt.subplots(
