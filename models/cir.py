@@ -2,8 +2,10 @@ r"""Cox–Ingersoll–Ross short-rate model fitted to the US 3-month Treasury-bi
 
 $dr_t = \kappa(\theta - r_t)\,dt + \sigma\sqrt{r_t}\,dW_t$ with $r$ in percent and $t$
 in years; quarterly data 1959Q1–2009Q3 from statsmodels' ``macrodata`` (203 points,
-$\Delta t = 0.25$). A nonlinear (state-dependent) diffusion, so no exact transition:
-Euler–Maruyama by default, ``substeps`` add latent points between quarters.
+$\Delta t = 0.25$). The likelihood is exact by default (``method="exact"``: the CIR
+transition is a scaled non-central $\chi^2$, :class:`sdeppl.CIR`); ``"euler"`` and
+``"local_linear"`` are there for comparison (``substeps`` add latent points between
+quarters for them).
 Priors: $\kappa \sim \text{HalfNormal}(1)$, $\theta \sim \text{HalfNormal}(10)$,
 $\sigma \sim \text{HalfNormal}(2)$.
 """
@@ -20,14 +22,11 @@ DESCRIPTION = (
 )
 
 
-def model(ts, r=None, method="euler", substeps=0):
+def model(ts, r=None, method="exact", substeps=0):
     kappa = numpyro.sample("kappa", dist.HalfNormal(1.0))
     theta = numpyro.sample("theta", dist.HalfNormal(10.0))
     sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
-    sde = sp.SDE(
-        drift=lambda t, r: kappa * (theta - r),
-        diffusion=lambda t, r: sigma * jnp.sqrt(jnp.abs(r)),
-    )
+    sde = sp.CIR(kappa, theta, sigma)
     path = sp.Path(
         sde, ts, x0=r[0] if r is not None else 5.0, method=method, substeps=substeps
     )

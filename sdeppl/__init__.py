@@ -38,6 +38,7 @@ from .infer import backends as backends
 from .infer import fit as fit
 from .infer import register_backend as register_backend
 from .infer import sbc as sbc
+from .processes import CIR as CIR
 from .processes import OU as OU
 from .processes import SDE as SDE
 from .processes import GaussianObservation as GaussianObservation

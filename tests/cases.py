@@ -247,6 +247,24 @@ def _double_well_ukf(p):
     return sp.StateSpace(sde, TS, x0=dist.Normal(0.0, 0.3), obs=obs, method="ukf")
 
 
+def _cir_exact(p):
+    return sp.Path(
+        sp.CIR(p["kappa"], p["theta"], p["sigma"]), TS, x0=2.0, method="exact"
+    )
+
+
+def _cir_exact_log_prob(p, x):
+    """Sum of scaled non-central chi-square transition densities (SciPy)."""
+    k, theta, s = p["kappa"], p["theta"], p["sigma"]
+    h, x0, x1 = np.diff(TS), x[:-1], x[1:]
+    c = 2 * k / (s**2 * -np.expm1(-k * h))
+    q = 2 * k * theta / s**2 - 1
+    return np.sum(
+        np.log(2 * c)
+        + stats.ncx2.logpdf(2 * c * x1, 2 * q + 2, 2 * c * x0 * np.exp(-k * h))
+    )
+
+
 ALL = frozenset({"reparam", "jit", "vmap", "grad", "series"})
 FILTERED = ALL - {"reparam"}  # state-space models: the path is integrated out
 
@@ -375,5 +393,15 @@ CASES = [
         0.0,
         FILTERED,
         missing=(2,),
+    ),
+    Case(
+        "cir-exact",
+        _cir_exact,
+        {"kappa": 0.8, "theta": 2.5, "sigma": 0.6},
+        {"kappa": -0.8, "theta": 2.5, "sigma": 0.6},
+        None,
+        _cir_exact_log_prob,
+        1e-10,
+        ALL - {"reparam"},  # exact CIR draws are not a smooth map of normals
     ),
 ]

@@ -14,6 +14,7 @@ from numpyro.infer.util import constrain_fn, potential_energy
 from numpyro.primitives import Messenger
 
 from ..processes import TimeSeries, reparam_paths, series_of
+from ..processes.reparam import latent_path_problem
 
 
 class SeriesInfo(NamedTuple):
@@ -38,6 +39,7 @@ class SiteInfo(NamedTuple):
     discrete: bool
     series: SeriesInfo | None  # time-series sites (time coordinates, forecasts)
     value: np.ndarray | None  # observed sites: the concrete observed value
+    problem: str | None  # why a latent site cannot be sampled as written, or None
 
 
 class unobserve(Messenger):
@@ -91,6 +93,7 @@ def inspect_model(model, args, kwargs) -> dict[str, SiteInfo]:
                 bool(fn.support.is_discrete) if hasattr(fn, "support") else False,
                 _series_info(fn, value, bool(site["is_observed"])),
                 np.asarray(value) if concrete else None,
+                None if site["is_observed"] else latent_path_problem(name, fn),
             )
         return 0
 
@@ -122,6 +125,9 @@ class ModelAdapter:
             raise ValueError(
                 "fit: the model has no latent sample sites; there is nothing to infer."
             )
+        problems = [s.problem for s in self.raw_sites.values() if s.problem]
+        if problems:
+            raise ValueError(f"fit: {problems[0]}")
         self.discrete_names = tuple(n for n, s in latent.items() if s.discrete)
         self.latent_names = tuple(n for n in latent if n not in self.discrete_names)
         self._unravel = None

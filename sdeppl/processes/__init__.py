@@ -1,6 +1,6 @@
 """Layer 2: stochastic processes as NumPyro distributions.
 
-- :class:`SDE`, :class:`LinearSDE`, :class:`OU`: the dynamics.
+- :class:`SDE`, :class:`LinearSDE`, :class:`OU`, :class:`CIR`: the dynamics.
 - :class:`Path`: the distribution of an SDE's path at given times (likelihood with
   ``obs=``, latent path without).
 - :class:`StateSpace`: noisy observations of a latent SDE, the path integrated out by a
@@ -23,6 +23,7 @@ from .observations import Observation as Observation
 from .path import Path as Path
 from .reparam import PathReparam as PathReparam
 from .reparam import reparam_paths as reparam_paths
+from .sde import CIR as CIR
 from .sde import OU as OU
 from .sde import SDE as SDE
 from .sde import LinearSDE as LinearSDE

@@ -14,6 +14,7 @@ from ..solvers import (
     fine_grid,
     gaussian_log_prob,
     gaussian_transform,
+    simulate,
 )
 from ._checks import check_times, is_concrete
 from ._constraints import real_or_missing
@@ -200,6 +201,12 @@ class Path(Distribution):
         return self._state_shape == ()
 
     @property
+    def reparametrizable(self) -> bool:
+        """Whether a latent path can be non-centred: the method's transition is a
+        smooth map of standard normals (not so for the exact CIR transition)."""
+        return self._transition().caps.reparam
+
+    @property
     def fine_ts(self):
         """The simulation grid: ``ts`` with ``substeps`` equal steps inserted per
         gap."""
@@ -312,10 +319,16 @@ class Path(Distribution):
     # -- sampling and the non-centred transform ---------------------------------------
     def sample(self, key, sample_shape=()):
         lead = tuple(sample_shape) + self.batch_shape
-        key_x0, key_noise = jax.random.split(key)
-        start = self._from_internal(self._initial_states(key_x0, lead))
-        xi = jax.random.normal(key_noise, lead + self.noise_shape, self.ts.dtype)
-        return self.transform_noise(start, xi)
+        key_x0, key_path = jax.random.split(key)
+        start = self._initial_states(key_x0, lead)
+        return self._from_internal(self._simulate(key_path, start, self.ts))
+
+    def _simulate(self, key, start, ts):
+        """Paths from internal states ``start`` ``(*lead, d)``, reported at ``ts``
+        (``substeps`` steps of the method's transition between times): ``(*lead, T,
+        d)``."""
+        xs = simulate(self._transition(), jnp.asarray(ts), start, key, self.substeps)
+        return jnp.moveaxis(xs, 0, -2)
 
     def transform_noise(self, start, xi):
         r"""The non-centred map from innovations to the path.
@@ -468,22 +481,11 @@ class Path(Distribution):
         value: ``(*batch, T, *state)``; future_ts: ``(F,)``; returns
         ``(*batch, F, *state)``.
         """
-        last = value[..., -1] if self.scalar_state else value[..., -1, :]
+        last = self._to_internal(jnp.asarray(value, self.ts.dtype))[..., -1, :]
         ts = jnp.concatenate(
             [jnp.asarray(self.ts[-1:]), jnp.asarray(future_ts, self.ts.dtype)]
         )
-        future = Path(
-            self.sde,
-            ts,
-            x0=np.zeros(self._state_shape, self.ts.dtype),
-            method=self.method,
-            substeps=self.substeps,
-        )
-        state_ndim = 0 if self.scalar_state else 1
-        batch = jnp.shape(last)[: jnp.ndim(last) - state_ndim]
-        xi = jax.random.normal(key, batch + future.noise_shape, self.ts.dtype)
-        continued = future.transform_noise(last, xi)
-        return continued[..., 1:] if self.scalar_state else continued[..., 1:, :]
+        return self._from_internal(self._simulate(key, last, ts)[..., 1:, :])
 
     def transition_log_probs(self, x_prev, x_next, t0s, t1s):
         """Transition log-densities of consecutive pairs, vectorised over pairs.

@@ -113,7 +113,23 @@ def _needs_reparam(msg) -> bool:
         return False
     if msg["is_observed"]:
         return path.substeps > 0
-    return path.parametrization == "noncentered" or path.substeps > 0
+    if path.parametrization == "noncentered":
+        return path.reparametrizable  # else it is drawn as it is (predictive draws)
+    return path.substeps > 0
+
+
+def latent_path_problem(name: str, fn) -> str | None:
+    """Why the latent site ``name`` cannot be a non-centred latent path for HMC, or
+    None (checked by ``sdeppl.fit`` before sampling)."""
+    path, _ = _unwrap(fn)
+    if path is None or path.parametrization != "noncentered" or path.reparametrizable:
+        return None
+    return (
+        f"the latent path {name!r} uses method={path.method!r}, whose transition is "
+        "not a smooth map of standard normals, so it cannot be non-centred for HMC; "
+        "use method='euler' or 'local_linear' for a latent path of this SDE "
+        f"({type(path.sde).__name__}), or observe it (obs=)."
+    )
 
 
 def reparam_paths(model):

@@ -6,7 +6,9 @@ Everything here is a function of arrays and PRNG keys, ``jit``- and ``vmap``-abl
   (non-centred ``transform``, ``sample``, vectorised ``log_prob``, Gaussian
   ``moments``) with declared :class:`Capabilities`, built from the one table
   :data:`TRANSITIONS` (``euler``, ``local_linear``, ``milstein``, ``sra1``) or, for the
-  exact transitions, by :func:`affine_transition` and :func:`ou_transition`;
+  exact transitions, by :func:`affine_transition`, :func:`ou_transition` and
+  :func:`cir_transition` (a scaled non-central chi-square, through the log-space
+  Bessel function :func:`log_bessel_ive`);
   :func:`simulate` drives any of them on arbitrary time grids;
 - the maths behind them: steppers (:mod:`.euler`, :mod:`.milstein`, :mod:`.sra1`),
   Gaussian moments (:func:`euler_moments`, :func:`local_linear_moments`,
@@ -20,8 +22,13 @@ in a :class:`Diffusion` that records which.
 """
 
 from ._terms import Diffusion as Diffusion
+from .bessel import log_bessel_i as log_bessel_i
+from .bessel import log_bessel_ive as log_bessel_ive
 from .bridge import bridge_moments as bridge_moments
 from .bridge import bridge_scale_kind as bridge_scale_kind
+from .cir import cir_log_transition as cir_log_transition
+from .cir import cir_sample as cir_sample
+from .cir import cir_transition as cir_transition
 from .euler import euler_moments as euler_moments
 from .euler import euler_scale_kind as euler_scale_kind
 from .euler import euler_step as euler_step

@@ -51,19 +51,15 @@ def simulate(transition: Transition, ts, x0, key, substeps: int = 0):
     fine = fine_grid(ts, substeps)
     coef = transition.coefficients(fine[:-1], fine[1:])  # leading axis: fine steps
 
-    def per_interval(
-        a,
-    ):  # (num_intervals * num_sub, ...) -> (num_intervals, num_sub, ...)
+    def per_interval(a):  # (intervals * substeps, ...) -> (intervals, substeps, ...)
         return a.reshape((num_intervals, num_sub) + a.shape[1:])
 
     keys = jax.random.split(key, num_intervals * num_sub)
-    shape = x0.shape[:-1] + (transition.noise_size,)
 
     def interval(x, args):
         def fine_step(x, args_j):
             t0, t1, key_j, coef_j = args_j
-            xi = jax.random.normal(key_j, shape, x.dtype)
-            return transition.transform(t0, t1, x, xi, coef_j), None
+            return transition.sample(key_j, t0, t1, x, coef_j), None
 
         x, _ = jax.lax.scan(fine_step, x, args)
         return x, x

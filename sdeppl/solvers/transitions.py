@@ -67,6 +67,9 @@ class Capabilities(NamedTuple):
     rank_deficient: fewer noise sources than state dimensions; the density is the one
         on the noise subspace (module docstring).
     strong_order, weak_order: convergence orders of the scheme in simulation.
+    reparam: ``transform`` exists (a step is a smooth map of standard normals, so a
+        latent path can be non-centred); an exact transition that mixes discrete and
+        continuous randomness (CIR) only has ``sample``.
     """
 
     density: bool
@@ -74,6 +77,7 @@ class Capabilities(NamedTuple):
     rank_deficient: bool
     strong_order: float
     weak_order: float
+    reparam: bool = True
 
 
 class Transition(NamedTuple):
