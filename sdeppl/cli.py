@@ -71,21 +71,26 @@ def main(argv=None) -> int:
             return 0
         from .recipes import run_recipe
 
-        fit, paths = run_recipe(
-            args.recipe, args.out, args.models, progress=not args.quiet
+        _, paths = run_recipe(
+            args.recipe,
+            args.out,
+            args.models,
+            progress=not args.quiet,
+            on_fit=_print_results,
         )
-    except (RecipeError, FileNotFoundError) as e:
+    except (RecipeError, OSError) as e:
         print(f"sdeppl: error: {e}", file=sys.stderr)
         return 2
-    import pandas as pd
-
-    with pd.option_context("display.width", 120, "display.max_columns", 12):
-        print(fit.summary())
-        table = fit.diagnostics()
-        print(f"\nDiagnostics: {fit.verdict}")
-        print(table.to_string(index=False))
     print(f"\nwrote {paths['posterior']}\nwrote {paths['report']}")
     return 0
+
+
+def _print_results(fit) -> None:
+    """The posterior summary and the diagnostics, printed as soon as the fit is done
+    (before anything is written)."""
+    print(fit.summary())
+    print(f"\nDiagnostics: {fit.verdict}")
+    print(fit.diagnostics().to_string(index=False))
 
 
 def console_main() -> int:

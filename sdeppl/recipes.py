@@ -238,14 +238,49 @@ def load_data(recipe: dict, module: ModuleType) -> dict:
     return {kw: np.asarray(table[col]) for kw, col in data["columns"].items()}
 
 
-def run_recipe(recipe_path, out_dir=None, models_dir=None, *, progress: bool = True):
+def check_output_dir(out_dir: Path) -> None:
+    """Raise :class:`RecipeError` unless ``out_dir`` is, or can be created as, a
+    writable folder (checked before fitting; nothing is created)."""
+    import os
+
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise RecipeError(f"output {str(out_dir)!r} exists and is not a folder.")
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise RecipeError(f"output folder {str(out_dir)!r} is not writable.")
+        return
+    ancestor = out_dir.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RecipeError(
+            f"output {str(out_dir)!r} cannot be created: {str(ancestor)!r} is a file."
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise RecipeError(
+            f"output {str(out_dir)!r} cannot be created: {str(ancestor)!r} is not "
+            "writable."
+        )
+
+
+def run_recipe(
+    recipe_path,
+    out_dir=None,
+    models_dir=None,
+    *,
+    progress: bool = True,
+    on_fit=None,
+):
     """Fit a recipe and write ``posterior.nc`` and ``report.html`` into ``out_dir``.
 
-    Both files are written atomically, and only after the fit succeeded: a failing run
-    leaves a previous result untouched. Returns
+    The output folder is checked before fitting; both files are written atomically,
+    and only after the fit succeeded and ``on_fit(fit)`` (e.g. printing the summary)
+    ran: a failing run leaves a previous result untouched. Returns
     ``(fit, {"posterior": path, "report": path})``.
     """
     recipe = read_recipe(recipe_path)
+    out_dir = Path(out_dir) if out_dir else Path("runs") / recipe["path"].stem
+    check_output_dir(out_dir)
     models_dir = Path(models_dir) if models_dir else default_models_dir(recipe["path"])
     module = load_model_module(recipe["model"]["name"], models_dir)
     check_model_options(recipe, module)
@@ -270,7 +305,8 @@ def run_recipe(recipe_path, out_dir=None, models_dir=None, *, progress: bool = T
         model_kwargs=kwargs,
         **inference,
     )
-    out_dir = Path(out_dir) if out_dir else Path("runs") / recipe["path"].stem
+    if on_fit is not None:
+        on_fit(fit)
     title = recipe["title"] or f"{recipe['model']['name']} ({recipe['path'].name})"
     from ._io import atomic_write
     from .report import render_report

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .._io import atomic_write
 from ._convert import metadata_of
-from .checks import check, verdict
+from .checks import as_table, check, verdict
 
 if TYPE_CHECKING:  # ArviZ and pandas load with the first result
     import arviz as az
@@ -57,16 +57,18 @@ class Fit:
         ]
 
     def summary(self, var_names=None, **kwargs) -> pd.DataFrame:
-        """``arviz.summary`` of the parameters (or of ``var_names``)."""
+        """``arviz.summary`` of the parameters (or of ``var_names``), printed whole."""
         import arviz as az
 
-        return az.summary(
-            self.idata, var_names=var_names or self.parameter_names(), **kwargs
+        return as_table(
+            az.summary(
+                self.idata, var_names=var_names or self.parameter_names(), **kwargs
+            )
         )
 
     def diagnostics(self) -> pd.DataFrame:
-        """Checks with ``pass``/``warn``/``fail`` and advice (see
-        :mod:`sdeppl.diagnostics`)."""
+        """Checks with ``pass``/``warn``/``fail`` (or ``n/a``) and advice (see
+        :mod:`sdeppl.diagnostics.checks`), printed whole."""
         return check(self.idata)
 
     @property

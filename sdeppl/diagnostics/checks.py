@@ -24,6 +24,7 @@ Vehtari, Gelman & Gabry (2017) for PSIS-LOO.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,28 @@ STATUS_ORDER = {"n/a": -1, "pass": 0, "warn": 1, "fail": 2}
 #: sampling), so they say nothing about mixing that the parameters do not -- while
 #: the maximum of R-hat over hundreds of them flips a short run between pass and warn.
 UNCHECKED_SUFFIXES = unchecked_suffixes()
+
+
+@functools.cache
+def _table_class():
+    """A ``pandas.DataFrame`` that prints whole (no column dropped for the terminal's
+    width: the status column must show); pandas is imported on first use."""
+    import pandas as pd
+
+    class Table(pd.DataFrame):
+        @property
+        def _constructor(self):
+            return Table
+
+        def __repr__(self) -> str:
+            return self.to_string()
+
+    return Table
+
+
+def as_table(*args, **kwargs):
+    """A :func:`_table_class` table, built as ``pandas.DataFrame(*args, **kwargs)``."""
+    return _table_class()(*args, **kwargs)
 
 
 def grade(value, pass_if, warn_if) -> str:
@@ -96,9 +119,7 @@ def check(
         rows += _mixing_rows(idata, chains)
     rows += _sampler_rows(idata, chains, draws, max_tree_depth, meta)
     rows += [tuple(row) for row in meta.get("backend_checks", [])]
-    import pandas as pd
-
-    return pd.DataFrame(rows, columns=["check", "value", "status", "advice"])
+    return as_table(rows, columns=["check", "value", "status", "advice"])
 
 
 def _mixing_rows(idata, chains: int) -> list:
@@ -207,22 +228,51 @@ def _sampler_rows(idata, chains, draws, max_tree_depth, meta) -> list:
             )
         )
     if hasattr(idata, "log_likelihood") and len(idata.log_likelihood.data_vars) == 1:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            loo = az.loo(idata, pointwise=True)
-        k = np.asarray(loo.pareto_k)
-        kmax = float(np.nanmax(k))
-        status = grade(kmax, lambda v: v <= 0.7, lambda v: v <= 1.0)
-        advice = (
-            "PSIS-LOO is reliable"
-            if status == "pass"
-            else (
-                f"{int(np.sum(k > 0.7))} observations with k > 0.7: LOO is unreliable "
-                "there (influential points or misfit)"
-            )
-        )
-        rows.append(("Pareto k (LOO)", f"{kmax:.2f}", status, advice))
+        rows.append(_loo_row(idata))
     return rows
+
+
+def _loo_row(idata) -> tuple:
+    """PSIS-LOO's largest Pareto k over the observations whose log-likelihood varies
+    across draws (a masked or fixed point carries no information, and its constant
+    term would give k = inf); n/a with fewer than two."""
+    import arviz as az
+
+    ((name, ll),) = idata.log_likelihood.data_vars.items()
+    chains, draws = ll.sizes["chain"], ll.sizes["draw"]
+    terms = np.asarray(ll.transpose("chain", "draw", ...).values).reshape(
+        chains, draws, -1
+    )
+    with np.errstate(invalid="ignore"):
+        varying = np.ptp(terms, axis=(0, 1)) > 0
+    count = int(varying.sum())
+    if count < 2:
+        return (
+            "Pareto k (LOO)",
+            f"n/a ({count} informative observation{'s' * (count != 1)})",
+            "n/a",
+            "leave-one-out needs several observations whose likelihood depends on the "
+            "parameters",
+        )
+    reduced = az.from_dict(
+        posterior={"draw_index": np.zeros((chains, draws))},
+        log_likelihood={name: terms[..., varying]},
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loo = az.loo(reduced, pointwise=True)
+    k = np.asarray(loo.pareto_k)
+    kmax = float(np.nanmax(k))
+    status = grade(kmax, lambda v: v <= 0.7, lambda v: v <= 1.0)
+    advice = (
+        "PSIS-LOO is reliable"
+        if status == "pass"
+        else (
+            f"{int(np.sum(k > 0.7))} observations with k > 0.7: LOO is unreliable "
+            "there (influential points or misfit)"
+        )
+    )
+    return ("Pareto k (LOO)", f"{kmax:.2f} ({count} observations)", status, advice)
 
 
 def verdict(table: pd.DataFrame) -> str:

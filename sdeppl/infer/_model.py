@@ -120,6 +120,7 @@ class ModelAdapter:
         self.args, self.kwargs = tuple(args), dict(kwargs or {})
         self.sites = inspect_model(self.model, self.args, self.kwargs)
         self.raw_sites = inspect_model(model, self.args, self.kwargs)
+        self._concrete_observations()
         latent = {n: s for n, s in self.sites.items() if not s.observed}
         if not latent:
             raise ValueError(
@@ -210,14 +211,28 @@ class ModelAdapter:
         _, _, z = jax.lax.while_loop(cond, body, (0, key, draw(sub)))
         return z
 
+    def _concrete_observations(self):
+        """Observed values computed inside the model (``obs=jnp.where(ok, y, 0.0)``)
+        are not concrete in the abstract trace: run the model once, eagerly (nothing is
+        compiled; no density is evaluated), to read them before any sampling."""
+        missing = [
+            n for n, s in self.raw_sites.items() if s.observed and s.value is None
+        ]
+        if not missing:
+            return
+        tr = numpyro.handlers.trace(numpyro.handlers.seed(self.raw_model, 0)).get_trace(
+            *self.args, **self.kwargs
+        )
+        for name in missing:
+            value = np.asarray(tr[name]["value"])
+            info = _series_info(tr[name]["fn"], value, True)
+            for sites in (self.sites, self.raw_sites):
+                if name in sites:
+                    sites[name] = sites[name]._replace(value=value, series=info)
+
     def trace_value(self, name):
         """The concrete observed value of site ``name``."""
-        value = self.sites[name].value
-        if value is None:
-            raise ValueError(
-                f"fit: the observed value of site {name!r} is not concrete."
-            )
-        return value
+        return self.sites[name].value
 
     def dim_and_dtype(self):
         self.unravel  # noqa: B018 - computes dim and dtype

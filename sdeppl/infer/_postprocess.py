@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
+from numpyro.distributions import Independent
 from numpyro.infer import Predictive
 
 from .._xla import fast_compile_jit
@@ -105,28 +106,53 @@ def pointwise_log_likelihood(adapter, samples: dict):
 
     A time-series site contributes one term per observed time (a Markov transition for
     :class:`~sdeppl.Path`, $\log p(y_k \mid y_{0:k-1})$ for :class:`~sdeppl.StateSpace`;
-    PSIS-LOO then leaves out one step at a time, the usual choice for time series);
-    other sites their NumPyro batch shape. Returns ``(values, times)`` where
-    ``times[name]`` are the times kept for time-series sites.
+    PSIS-LOO then leaves out one step at a time, the usual choice for time series).
+    Another site whose value is one event of several dims (``.to_event(k)``, e.g. the
+    noisy observations of a latent path) contributes one term per index of its first
+    event axis -- the time axis when its length is a time-series site's ``T``; other
+    sites their NumPyro batch shape. Returns ``(values, times)`` where ``times[name]``
+    are the times kept for sites with a time axis.
     """
     series = set(_series_names(adapter, observed=True))
     masks = {n: adapter.raw_sites[n].series.informative for n in series}
     times = {n: adapter.raw_sites[n].series.ts[masks[n]] for n in series}
+    grids = {
+        len(s.series.ts): s.series.ts
+        for s in adapter.raw_sites.values()
+        if s.series is not None and s.series.ts is not None
+    }
+
+    event_axis = {}  # sites whose terms run along their first event axis
 
     def compute(name, fn, value, key):
         if name in series:
             return {name: series_of(fn).pointwise_log_prob(value)[..., masks[name]]}
-        return {name: fn.log_prob(value)}
+        terms, event_axis[name] = _leading_event_terms(fn, value)
+        return {name: terms}
 
     names = [n for n, s in adapter.sites.items() if s.observed]
     key = jax.random.key(0)  # unused: log-densities are not random
     values = _per_draw(adapter, samples, key, "sampler", names, compute)
-    for name in series:  # terms constant across draws (e.g. y_0 under a fixed prior)
-        flat = values[name].reshape(-1, values[name].shape[-1])  # carry no information
-        with np.errstate(invalid="ignore"):
-            varying = ~(np.ptp(flat, axis=0) == 0)  # and would break PSIS (k = inf)
+    for name, kept in event_axis.items():
+        if kept and values[name].shape[-1] in grids:  # observations along the time
+            times[name] = grids[values[name].shape[-1]]  # axis of a time series
+    for name in times:  # terms constant across draws (e.g. y_0 under a fixed prior, a
+        flat = values[name].reshape(-1, values[name].shape[-1])  # masked point) carry
+        with np.errstate(invalid="ignore"):  # no information and would break PSIS
+            varying = ~(np.ptp(flat, axis=0) == 0)
         values[name], times[name] = values[name][..., varying], times[name][varying]
     return values, times
+
+
+def _leading_event_terms(fn, value):
+    """``(terms, kept)``: ``fn.log_prob(value)``, except that an ``Independent``
+    distribution keeps its first reinterpreted (event) axis, summed over the others
+    (``kept`` says so)."""
+    if isinstance(fn, Independent) and fn.reinterpreted_batch_ndims >= 1:
+        elementwise = fn.base_dist.log_prob(value)
+        keep = elementwise.ndim - fn.reinterpreted_batch_ndims + 1
+        return jnp.sum(elementwise, axis=tuple(range(keep, elementwise.ndim))), True
+    return fn.log_prob(value), False
 
 
 def _predictive(model, adapter, samples, key, names, infer_discrete=False):

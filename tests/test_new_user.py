@@ -1,0 +1,118 @@
+"""What a new user hits (issue 12): failures before the work, verdicts that mean what
+they say, readable output."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import sdeppl as sp
+
+SMALL = dict(chains=2, warmup=200, samples=200, progress=False)
+
+
+def masked_normal(y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    ok = ~jnp.isnan(y)
+    numpyro.sample("y", dist.Normal(mu, 1.0).mask(ok), obs=jnp.where(ok, y, 0.0))
+
+
+def test_an_observation_computed_inside_the_model_is_supported():
+    """NumPyro's idiom for gaps (obs computed in the model, masked) works: the observed
+    values are read before sampling, and the masked point does not enter LOO."""
+    y = jnp.array([0.1, jnp.nan, 0.5, -0.3, 0.8])
+    fit = sp.fit(masked_normal, y=y, seed=0, **SMALL)
+    np.testing.assert_array_equal(
+        fit.idata.observed_data["y"].values, [0.1, 0, 0.5, -0.3, 0.8]
+    )
+    row = fit.diagnostics().set_index("check").loc["Pareto k (LOO)"]
+    assert row["status"] == "pass" and "(4 observations)" in row["value"]
+
+
+def latent_path_noisy(ts, y, ok):
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    x = numpyro.sample(
+        "x", sp.Path(sp.OU(1.0, 0.0, sigma), ts, x0=jnp.zeros(2), method="euler")
+    )
+    numpyro.sample("y", dist.Normal(x, 0.2).mask(ok).to_event(2), obs=y)
+
+
+def test_observations_of_a_latent_path_keep_their_time_axis():
+    """A latent path observed through dist.Normal(x, r).mask(ok).to_event(2): one LOO
+    term per time (not one for the whole series), on the path's time coordinate;
+    the masked times, and time 0 (the path starts at a fixed 0), drop out."""
+    ts = jnp.linspace(0.0, 4.0, 21)
+    x = sp.Path(sp.OU(1.0, 0.0, 0.5), ts, x0=jnp.zeros(2)).sample(jax.random.key(0))
+    ok = np.ones((21, 2), bool)
+    ok[[3, 7]] = False
+    y = x + 0.2 * jax.random.normal(jax.random.key(1), x.shape)
+    fit = sp.fit(latent_path_noisy, ts, y=y, ok=ok, seed=0, **SMALL)
+    ll = fit.idata.log_likelihood["y"]
+    assert ll.dims[-1] == "y_obs_time" and ll.shape[-1] == 18
+    np.testing.assert_allclose(
+        ll["y_obs_time"].values, np.delete(np.asarray(ts), [0, 3, 7])
+    )
+    assert (
+        "(18 observations)"
+        in fit.diagnostics().set_index("check").loc["Pareto k (LOO)", "value"]
+    )
+
+
+def test_loo_over_one_observation_is_not_a_check():
+    def one_point(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    fit = sp.fit(one_point, y=0.3, seed=0, **SMALL)
+    row = fit.diagnostics().set_index("check").loc["Pareto k (LOO)"]
+    assert row["status"] == "n/a" and "1 informative observation" in row["value"]
+
+
+def test_tables_print_whole():
+    import pandas as pd
+
+    fit = sp.fit(masked_normal, y=jnp.array([0.1, 0.5, -0.3]), seed=0, **SMALL)
+    with pd.option_context("display.width", 40, "display.max_columns", 3):
+        printed = repr(fit.diagnostics())
+        summary = repr(fit.summary())
+    assert "status" in printed and "advice" in printed and "..." not in printed
+    assert "r_hat" in summary and "ess_bulk" in summary
+
+
+def test_output_folder_is_checked_before_fitting(tmp_path, capsys):
+    from pathlib import Path
+
+    from sdeppl.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    code = main(
+        [
+            "run",
+            str(root / "inference" / "ou_map.toml"),
+            "--out",
+            str(blocker / "run"),
+            "--quiet",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "is a file" in err and "Traceback" not in err
+    assert blocker.read_text() == "x"
+
+
+def test_fit_names_a_misspelled_model_option_in_a_recipe(tmp_path):
+    from pathlib import Path
+
+    from sdeppl.recipes import RecipeError, run_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = tmp_path / "inference" / "r.toml"
+    recipe.parent.mkdir()
+    recipe.write_text('[model]\nname = "ou"\noptions = { metod = "exact" }\n')
+    with pytest.raises(
+        RecipeError, match=r"\['metod'\] are not parameters of ou.model"
+    ):
+        run_recipe(recipe, tmp_path / "out", root / "models", progress=False)
