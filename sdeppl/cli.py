@@ -81,7 +81,8 @@ def main(argv=None) -> int:
     except (RecipeError, OSError) as e:
         print(f"sdeppl: error: {e}", file=sys.stderr)
         return 2
-    print(f"\nwrote {paths['posterior']}\nwrote {paths['report']}")
+    for path in (paths["posterior"], paths["report"]):
+        print(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -77,9 +77,16 @@ def list_models(models_dir: Path) -> dict[str, str]:
 
 
 def _read_description(path: Path) -> str:
-    for line in path.read_text().splitlines():
-        if line.startswith("DESCRIPTION"):
-            return line.split("=", 1)[1].strip().strip("\"'")
+    """The gallery file's ``DESCRIPTION`` string, read from its source (not run)."""
+    import ast
+
+    for node in ast.parse(path.read_text()).body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(getattr(t, "id", None) == "DESCRIPTION" for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+        ):
+            return str(node.value.value)
     return ""
 
 

@@ -224,6 +224,8 @@ class ModelAdapter:
             *self.args, **self.kwargs
         )
         for name in missing:
+            if isinstance(tr[name]["value"], jax.core.Tracer):  # data traced by the
+                continue  # caller (simulation-based calibration inside jit)
             value = np.asarray(tr[name]["value"])
             info = _series_info(tr[name]["fn"], value, True)
             for sites in (self.sites, self.raw_sites):

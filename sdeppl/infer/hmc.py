@@ -96,28 +96,43 @@ class SamplerStats(NamedTuple):
     step_size: jax.Array
 
 
-def _progress_callback(label: str, num_warmup: int, total: int, enabled: bool):
-    """A host callback ``(step, chain_id)`` that advances one tqdm bar per chain and
-    names the phase (``warm-up`` until step ``num_warmup``, then ``sampling``), or
-    ``None`` when progress is off."""
+def _progress_callback(
+    label: str, num_warmup: int, total: int, enabled: bool, num_chains: int = 1
+):
+    """A host callback ``(step, chain_id)`` driving one tqdm bar for the whole run:
+    steps of all chains together, the phase in the description (``warm-up`` while any
+    chain adapts, then ``sampling``), or ``None`` when progress is off.
+
+    The bar starts at the first report (after compilation) with that report's steps as
+    its initial count, so its rate is the sampler's, not the compiler's."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    bars: dict = {}
-    phases: dict = {}
+    done: dict = {}
+    state: dict = {}
+    plural = "s" * (num_chains != 1)
 
     def update(step, chain):
         chain, step = int(np.asarray(chain).reshape(-1)[0]), int(step)
-        if chain not in bars:
-            bars[chain] = tqdm(total=total, leave=True, mininterval=0.5)
-        bar = bars[chain]
-        bar.update(step - bar.n)
-        phase = "warm-up" if step < num_warmup else "sampling"
-        if phases.get(chain) != phase:  # drawn at once: every phase shows
-            phases[chain] = phase
-            bar.set_description(f"{label} chain {chain} {phase}")
-        if step >= total:
+        done[chain] = step
+        count = sum(done.values())
+        phase = (
+            "warm-up"
+            if len(done) < num_chains or min(done.values()) < num_warmup
+            else "sampling"
+        )
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(
+                total=total * num_chains, initial=count, leave=True, unit="step"
+            )
+        else:
+            bar.update(count - bar.n)
+        if state.get("phase") != phase:  # drawn at once: every phase shows
+            state["phase"] = phase
+            bar.set_description(f"{label}, {num_chains} chain{plural}: {phase}")
+        if count >= total * num_chains:
             bar.close()
 
     return update

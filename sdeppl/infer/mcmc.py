@@ -126,7 +126,9 @@ class _BlackJAXSampler:
 
     def run(self, model, key, options, progress):
         total = options["warmup"] + options["samples"]
-        callback = _progress_callback(self.label, options["warmup"], total, progress)
+        callback = _progress_callback(
+            self.label, options["warmup"], total, progress, options["chains"]
+        )
         runner_options = self._runner_options(options, callback)
 
         def one_chain(key, chain_id):

@@ -51,7 +51,13 @@ def _series(dataarray, time_dim):
         dataarray.stack(_series=other) if other else dataarray.expand_dims(_series=[0])
     )
     for i in range(stacked.sizes["_series"]):
-        label = "" if not other else str(stacked["_series"].values[i])
+        label = ""
+        if other:  # name the coordinate: "state 0", "obs 1, x_dim_0 2"
+            values = stacked["_series"].values[i]
+            values = values if isinstance(values, tuple) else (values,)
+            label = ", ".join(
+                f"{dim} {value}" for dim, value in zip(other, values, strict=True)
+            )
         yield label, stacked.isel(_series=i)
 
 
@@ -99,7 +105,7 @@ def path_figure(idata, name: str, time_dim: str, max_series: int = 4) -> str | N
                     "forecast",
                 )
         ax.set_xlabel(time_dim)
-        ax.set_ylabel(f"{name} {series_label}".strip())
+        ax.set_ylabel(f"{name} ({series_label})" if series_label else name)
         ax.legend(fontsize=7, ncol=3, loc="best")
     fig.tight_layout()
     return to_png(fig)

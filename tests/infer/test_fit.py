@@ -255,19 +255,20 @@ def test_mclmc_agrees_with_nuts():
 
 
 def test_progress_bars(capsys):
+    """One bar for the run: all chains' steps, the phase, a rate in steps/s."""
     sp.fit(
         ou_model,
         TS,
         x=X,
-        chains=1,
+        chains=2,
         warmup=20,
         samples=20,
         progress=True,
         log_likelihood=False,
     )
     err = capsys.readouterr().err
-    assert "NUTS chain 0 warm-up" in err and "NUTS chain 0 sampling" in err
-    assert "40/40" in err
+    assert "NUTS, 2 chains: warm-up" in err and "NUTS, 2 chains: sampling" in err
+    assert "80/80" in err and "step/s" in err and "chain 1" not in err
 
 
 def test_bad_arguments():
