@@ -116,3 +116,48 @@ def test_fit_names_a_misspelled_model_option_in_a_recipe(tmp_path):
         RecipeError, match=r"\['metod'\] are not parameters of ou.model"
     ):
         run_recipe(recipe, tmp_path / "out", root / "models", progress=False)
+
+
+def ou_with_spare(ts, x=None, sigma_scale=None):
+    theta = numpyro.sample("theta", dist.HalfNormal(1.0))
+    mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    numpyro.sample("spare", dist.Normal(0.0, 1.0))  # nothing in the data informs it
+    if sigma_scale is not None:  # a misspecified model: the noise is fixed too small
+        sigma = sigma_scale
+    numpyro.sample(
+        "x", sp.Path(sp.OU(theta, mu, sigma), ts, x0=0.0, method="exact"), obs=x
+    )
+
+
+TS = jnp.arange(150) * 0.1
+X = sp.Path(sp.OU(0.5, 1.0, 0.3), TS, x0=0.0, method="exact").sample(jax.random.key(3))
+
+
+def test_a_parameter_the_data_do_not_inform_is_flagged(tmp_path):
+    """Prior draws come with the fit; a posterior as wide as its prior is flagged in
+    the diagnostics (warn) and in the report's table, the others pass."""
+    fit = sp.fit(ou_with_spare, TS, x=X, seed=0, **SMALL)
+    assert "prior" in fit.idata.groups()
+    row = fit.diagnostics().set_index("check").loc["data inform the parameters"]
+    assert row["status"] == "warn" and "spare" in row["value"]
+    assert "sigma" not in row["value"] and "theta" not in row["value"]
+    page = open(fit.report(tmp_path / "r.html"), encoding="utf-8").read()
+    assert "prior-dominated" in page
+
+
+def test_one_step_coverage_is_computed_and_judged():
+    good = sp.fit(ou_with_spare, TS, x=X, seed=0, posterior_predictive=True, **SMALL)
+    row = good.diagnostics().set_index("check").loc["one-step coverage (x)"]
+    assert row["status"] == "pass" and "of 149 in the 90% intervals" in row["value"]
+    bad = sp.fit(
+        ou_with_spare,
+        TS,
+        x=X,
+        sigma_scale=0.1,
+        seed=0,
+        posterior_predictive=True,
+        **SMALL,
+    )
+    row = bad.diagnostics().set_index("check").loc["one-step coverage (x)"]
+    assert row["status"] == "warn" and "underestimates the noise" in row["advice"]

@@ -57,6 +57,7 @@ def to_inference_data(
     posterior: dict,
     sample_stats: dict,
     observed_data: dict,
+    prior: dict | None = None,
     log_likelihood: dict | None = None,
     posterior_predictive: dict | None = None,
     paths: dict[str, PathCoords] | None = None,
@@ -108,6 +109,7 @@ def to_inference_data(
             k: np.asarray(v) for k, v in (posterior_predictive or {}).items()
         }
         or None,
+        prior={k: np.asarray(v) for k, v in (prior or {}).items()} or None,
         coords=coords,
         dims=dims,
         attrs=attrs,

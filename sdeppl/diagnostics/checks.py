@@ -68,6 +68,41 @@ def as_table(*args, **kwargs):
     return _table_class()(*args, **kwargs)
 
 
+#: A parameter whose posterior variance is more than 90% of its prior variance
+#: (posterior contraction below this) is set by the prior, not the data.
+PRIOR_DOMINATED = 0.1
+
+
+def scalar_draws(group, var_names) -> list[tuple[str, np.ndarray]]:
+    """Every element of the named variables of an ``InferenceData`` group (posterior,
+    prior) as ``(label, draws)``, draws ``(chain, draw)``; labels ``name`` or
+    ``name[i, j]``, as in ArviZ summaries."""
+    out = []
+    for name in var_names:
+        values = np.asarray(group[name].values, dtype=float)
+        shape = values.shape[2:]
+        for index in np.ndindex(*shape):
+            label = f"{name}[{', '.join(map(str, index))}]" if shape else name
+            out.append((label, values[(slice(None), slice(None), *index)]))
+    return out
+
+
+def contraction(idata, var_names) -> dict[str, float]:
+    r"""Posterior contraction $1 - \mathrm{Var}_\text{post} / \mathrm{Var}_\text{prior}$
+    of every parameter element found in both the posterior and the prior group (0: the
+    data taught nothing; near 1: the data dominate). Empty without a prior group."""
+    if not hasattr(idata, "prior"):
+        return {}
+    names = [n for n in var_names if n in idata.prior.data_vars]
+    prior = dict(scalar_draws(idata.prior, names))
+    out = {}
+    for label, draws in scalar_draws(idata.posterior, names):
+        prior_var = np.nanvar(prior[label])
+        if prior_var > 0 and np.isfinite(prior_var):
+            out[label] = float(1.0 - np.nanvar(draws) / prior_var)
+    return out
+
+
 def grade(value, pass_if, warn_if) -> str:
     """``"pass"`` if ``pass_if(value)``, else ``"warn"`` if ``warn_if(value)``, else
     ``"fail"``."""
@@ -118,6 +153,7 @@ def check(
     else:
         rows += _mixing_rows(idata, chains)
     rows += _sampler_rows(idata, chains, draws, max_tree_depth, meta)
+    rows += _prior_rows(idata) + _coverage_rows(idata)
     rows += [tuple(row) for row in meta.get("backend_checks", [])]
     return as_table(rows, columns=["check", "value", "status", "advice"])
 
@@ -229,6 +265,96 @@ def _sampler_rows(idata, chains, draws, max_tree_depth, meta) -> list:
         )
     if hasattr(idata, "log_likelihood") and len(idata.log_likelihood.data_vars) == 1:
         rows.append(_loo_row(idata))
+    return rows
+
+
+def _parameter_names(idata) -> list[str]:
+    """Posterior variables of at most 16 values per draw (parameters, not paths)."""
+    post = idata.posterior
+    per_draw = post.sizes["chain"] * post.sizes["draw"]
+    return [n for n, a in post.data_vars.items() if a.size // per_draw <= 16]
+
+
+def _prior_rows(idata) -> list:
+    """Flag parameters the data barely inform (posterior close to the prior)."""
+    shrink = contraction(idata, _parameter_names(idata))
+    if not shrink:
+        return []
+    weak = sorted(label for label, c in shrink.items() if c < PRIOR_DOMINATED)
+    if not weak:
+        lowest = min(shrink, key=shrink.get)
+        return [
+            (
+                "data inform the parameters",
+                f"contraction >= {shrink[lowest]:.2f} ({lowest})",
+                "pass",
+                "every posterior is narrower than its prior",
+            )
+        ]
+    return [
+        (
+            "data inform the parameters",
+            ", ".join(f"{w} {shrink[w]:.2f}" for w in weak),
+            "warn",
+            "posterior variance above 90% of the prior's: these are set by the prior, "
+            "not the data; check the prior, or whether the data can inform them",
+        )
+    ]
+
+
+def one_step_coverage(idata) -> dict[str, tuple[float, int]]:
+    """Per observed time series with one-step-ahead predictive draws
+    (``{name}_one_step``): ``(fraction of observations inside the draws' central 90%
+    interval, number of observations)``."""
+    from ..processes._series import derived_name
+
+    if not hasattr(idata, "posterior_predictive") or not hasattr(
+        idata, "observed_data"
+    ):
+        return {}
+    out = {}
+    for name, observed in idata.observed_data.data_vars.items():
+        one_step = derived_name(name, "one_step")
+        if one_step not in idata.posterior_predictive:
+            continue
+        draws = idata.posterior_predictive[one_step]
+        draws = np.asarray(draws.values, dtype=float).reshape((-1,) + draws.shape[2:])
+        y = np.broadcast_to(np.asarray(observed.values, dtype=float), draws.shape[1:])
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lo, hi = np.nanquantile(draws, [0.05, 0.95], axis=0)
+        ok = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
+        if ok.sum():
+            inside = (y >= lo) & (y <= hi)
+            out[name] = (float(inside[ok].mean()), int(ok.sum()))
+    return out
+
+
+def _coverage_rows(idata) -> list:
+    """The one-step-ahead predictive's 90% intervals should hold about 90% of the
+    observations: outside the binomial 99% range of that count, the model misfits."""
+    from scipy import stats
+
+    rows = []
+    for name, (fraction, count) in one_step_coverage(idata).items():
+        label = f"one-step coverage ({name})"
+        value = f"{100 * fraction:.0f}% of {count} in the 90% intervals"
+        if count < 10:
+            rows.append((label, value, "n/a", "too few observations to judge"))
+            continue
+        lo, hi = stats.binom.ppf([0.005, 0.995], count, 0.9) / count
+        status = "pass" if lo <= fraction <= hi else "warn"
+        advice = (
+            "the one-step-ahead predictions are calibrated"
+            if status == "pass"
+            else (
+                "too few observations fall inside: the model underestimates the noise "
+                "or misses structure"
+                if fraction < lo
+                else "too many fall inside: the model overestimates the noise"
+            )
+        )
+        rows.append((label, value, status, advice))
     return rows
 
 

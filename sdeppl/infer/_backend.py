@@ -219,7 +219,7 @@ def _load_builtin() -> None:
 
 
 #: The independent uses of a run's key: a backend draws from ``"sampler"`` only.
-STREAMS = ("sampler", "latent", "predictive", "one_step", "forecast")
+STREAMS = ("sampler", "latent", "predictive", "one_step", "forecast", "prior")
 
 
 def stream_key(key, name: str):

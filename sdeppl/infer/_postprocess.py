@@ -167,6 +167,24 @@ def _predictive(model, adapter, samples, key, names, infer_discrete=False):
     return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in out.items()}
 
 
+def prior_draws(adapter, key, num_draws: int = 1000):
+    """Prior draws of the model's parameters (latent sites of at most 16 values),
+    ``(1, num_draws, ...)``: the report sets them against the posterior and the
+    diagnostics flag parameters the data barely move."""
+    names = [
+        n
+        for n, s in adapter.raw_sites.items()
+        if not s.observed and int(np.prod(s.shape)) <= 16
+    ]
+    if not names:
+        return {}
+    predictive = Predictive(
+        adapter.raw_model, num_samples=num_draws, return_sites=names
+    )
+    out = predictive(stream_key(key, "prior"), *adapter.args, **adapter.kwargs)
+    return {k: np.asarray(v)[None] for k, v in out.items()}
+
+
 def posterior_predictive_draws(adapter, samples: dict, key):
     """Fresh draws of every observed site given each posterior draw,
     ``(chain, draw, ...)``."""

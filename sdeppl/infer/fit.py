@@ -26,6 +26,7 @@ from ._postprocess import (
     one_step_predictive_draws,
     pointwise_log_likelihood,
     posterior_predictive_draws,
+    prior_draws,
     series_coords,
 )
 
@@ -302,6 +303,7 @@ def fit(
             forecast["steps"],
         )
         predictive.update(values)
+    prior = timed("prior_s", prior_draws, adapter, key)
     wall_s = time.perf_counter() - start
     metadata = {
         "backend": method,
@@ -332,6 +334,7 @@ def fit(
     }
     idata = to_inference_data(
         posterior=draws,
+        prior=prior,
         sample_stats=result.sample_stats,
         observed_data=observed,
         log_likelihood=log_lik,

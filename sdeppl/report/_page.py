@@ -26,6 +26,12 @@ import numpy as np
 
 from .._io import atomic_write
 from ..diagnostics import check, verdict
+from ..diagnostics.checks import (
+    PRIOR_DOMINATED,
+    contraction,
+    one_step_coverage,
+    scalar_draws,
+)
 
 _STATUS_STYLE = {
     "pass": "#1d7a3a",
@@ -119,11 +125,10 @@ def _data_section(idata) -> str:
 def _parameter_table(idata, var_names) -> str:
     import arviz as az
 
-    from . import _plots
-
     summary = az.summary(idata, var_names=var_names, stat_focus="mean", hdi_prob=0.9)
+    shrink = contraction(idata, var_names)
     rows = []
-    for label, draws in _plots.scalar_draws(idata, var_names):
+    for label, draws in scalar_draws(idata.posterior, var_names):
         q05, q50, q95 = np.quantile(draws, [0.05, 0.5, 0.95])
         r = summary.loc[label]
         rows.append(
@@ -136,11 +141,33 @@ def _parameter_table(idata, var_names) -> str:
                 _fmt(q95),
                 f"{r['ess_bulk']:.0f}",
                 f"{r['r_hat']:.3f}",
+                _informed(shrink.get(label)),
             ]
         )
     return _table(
-        rows, ["parameter", "mean", "sd", "5%", "median", "95%", "bulk ESS", "R-hat"]
+        rows,
+        [
+            "parameter",
+            "mean",
+            "sd",
+            "5%",
+            "median",
+            "95%",
+            "bulk ESS",
+            "R-hat",
+            "contraction",
+        ],
     )
+
+
+def _informed(shrink: float | None) -> str:
+    """The posterior contraction cell: a badge where the prior, not the data, sets the
+    posterior."""
+    if shrink is None:
+        return "—"
+    if shrink < PRIOR_DOMINATED:
+        return f"{shrink:.2f} {_badge('warn')} prior-dominated"
+    return f"{shrink:.2f}"
 
 
 def _path_variables(idata) -> list[tuple[str, str]]:
@@ -180,8 +207,9 @@ def render_report(fit, *, title: str | None = None) -> str:
         f"Overall verdict: <b>{overall}</b> — "
         + {
             "pass": (
-                "every convergence check passed; the posterior summaries below can "
-                "be trusted."
+                "every check passed (convergence, calibration of the predictions, "
+                "and every parameter informed by the data): the posterior summaries "
+                "below can be trusted."
             ),
             "warn": (
                 "some checks need attention (see Diagnostics) before relying on the "
@@ -206,10 +234,13 @@ def render_report(fit, *, title: str | None = None) -> str:
     if var_names:
         parts += [
             "<h2>Parameter posteriors</h2>",
-            "<p>Posterior mean, standard deviation and 5/50/95% quantiles. Each "
-            "panel shows one posterior on its own scale: the histogram of the draws, "
-            "the median (line) and the 50% (dark) and 90% (light) central "
-            "intervals; the title reads median [5%, 95%].</p>",
+            "<p>Posterior mean, standard deviation and 5/50/95% quantiles; the "
+            "contraction 1 &minus; Var(posterior)/Var(prior) says how much the data "
+            "narrowed each parameter (near 0: the prior, not the data, sets it; "
+            "flagged below 0.1). Each panel shows one posterior on its own scale: the "
+            "histogram of the draws, the median (line), the 50% (dark) and 90% (light) "
+            "central intervals, and the prior (dashed); the title reads median [5%, "
+            "95%].</p>",
             _parameter_table(idata, var_names),
             _img(_plots.posterior_figure(idata, var_names), "posterior intervals"),
         ]
@@ -223,6 +254,17 @@ def render_report(fit, *, title: str | None = None) -> str:
             "the dots should fall in the outer band); orange: forecasts beyond the "
             "last time.</p>"
         )
+        coverage = one_step_coverage(idata)
+        if coverage:
+            parts.append(
+                "<p>One-step coverage: "
+                + "; ".join(
+                    f"<code>{html.escape(n)}</code> {100 * f:.0f}% of {c} observations "
+                    "inside the 90% band"
+                    for n, (f, c) in coverage.items()
+                )
+                + " (see Diagnostics).</p>"
+            )
         for name, time_dim in paths:
             png = _plots.path_figure(idata, name, time_dim)
             if png:

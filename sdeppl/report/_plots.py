@@ -14,6 +14,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..diagnostics.checks import scalar_draws
+
 BAND_COLOUR = "#3b6ea8"
 DATA_COLOUR = "#222222"
 FORECAST_COLOUR = "#c0622b"
@@ -119,20 +121,6 @@ def _match_series(observed, time_dim, series_label):
     return np.full(observed.sizes[time_dim], np.nan)
 
 
-def scalar_draws(idata, var_names) -> list[tuple[str, np.ndarray]]:
-    """Every element of the named posterior variables as ``(label, draws)``, draws
-    ``(chain, draw)``; labels ``name`` or ``name[i, j]``, as in ArviZ summaries."""
-    post = idata.posterior
-    out = []
-    for name in var_names:
-        values = np.asarray(post[name].values, dtype=float)
-        shape = values.shape[2:]
-        for index in np.ndindex(*shape):
-            label = f"{name}[{', '.join(map(str, index))}]" if shape else name
-            out.append((label, values[(slice(None), slice(None), *index)]))
-    return out
-
-
 def _grid(count: int, columns: int, width: float, row_height: float):
     rows = int(np.ceil(count / columns))
     fig = Figure(figsize=(width, row_height * rows))
@@ -145,8 +133,11 @@ def _grid(count: int, columns: int, width: float, row_height: float):
 def posterior_figure(idata, var_names) -> str:
     """One panel per parameter, on its own scale: the posterior histogram with its 90%
     (light) and 50% (dark) central intervals and the median (the table's 5/25/50/75/95%
-    quantiles)."""
-    params = scalar_draws(idata, var_names)
+    quantiles), and the prior's density over the same range (dashed outline), so a
+    posterior the data barely moved shows as one on top of the other."""
+    params = scalar_draws(idata.posterior, var_names)
+    in_prior = [n for n in var_names if hasattr(idata, "prior") and n in idata.prior]
+    priors = dict(scalar_draws(idata.prior, in_prior)) if in_prior else {}
     fig, axes = _grid(len(params), min(3, len(params)), 9.5, 2.1)
     for ax, (label, draws) in zip(axes, params, strict=True):
         x = draws.ravel()
@@ -156,8 +147,16 @@ def posterior_figure(idata, var_names) -> str:
             continue
         q05, q25, q50, q75, q95 = np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95])
         lo, hi = np.quantile(x, [0.005, 0.995])
-        counts, edges = np.histogram(x, bins=40, range=(lo, hi) if hi > lo else None)
+        counts, edges = np.histogram(
+            x, bins=40, range=(lo, hi) if hi > lo else None, density=True
+        )
         ax.stairs(counts, edges, fill=True, color="#d9d9d9")
+        if label in priors:
+            prior = priors[label].ravel()
+            prior_counts, _ = np.histogram(prior[np.isfinite(prior)], bins=edges)
+            width = np.diff(edges)
+            density = prior_counts / max(prior.size, 1) / width
+            ax.stairs(density, edges, color=DATA_COLOUR, lw=0.9, ls="--")
         ax.axvspan(q05, q95, color=BAND_COLOUR, alpha=0.18, lw=0)
         ax.axvspan(q25, q75, color=BAND_COLOUR, alpha=0.35, lw=0)
         ax.axvline(q50, color=BAND_COLOUR, lw=1.5)
@@ -178,7 +177,7 @@ def trace_figure(idata, var_names) -> str:
     dashed line is the uniform level)."""
     from scipy.stats import rankdata
 
-    params = scalar_draws(idata, var_names)
+    params = scalar_draws(idata.posterior, var_names)
     colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     fig = Figure(figsize=(10, 1.7 * len(params)))
     axes = fig.subplots(
