@@ -161,3 +161,47 @@ def test_one_step_coverage_is_computed_and_judged():
     )
     row = bad.diagnostics().set_index("check").loc["one-step coverage (x)"]
     assert row["status"] == "warn" and "underestimates the noise" in row["advice"]
+
+
+def test_data_of_the_wrong_length_or_layout_are_rejected_clearly():
+    ts = jnp.arange(100.0)
+    path = sp.Path(sp.OU(0.5, 1.0, 0.3), ts, x0=0.0)
+    for wrong in (jnp.zeros(90), jnp.zeros(110)):
+        with pytest.raises(
+            ValueError, match=r"shape \(\.\.\., T=100\).*ts has 100 times"
+        ):
+            path.log_prob(wrong)
+    model = sp.StateSpace(
+        sp.OU(0.5, 1.0, 0.3),
+        ts,
+        x0=dist.Normal(0.0, 1.0),
+        obs=sp.LinearGaussian(1.0, 0.1),
+    )
+    with pytest.raises(ValueError, match=r"StateSpace: the value must have shape"):
+        model.log_prob(jnp.zeros(90))
+
+    def ou(ts, x=None):
+        theta = numpyro.sample("theta", dist.HalfNormal(1.0))
+        numpyro.sample("x", sp.Path(sp.OU(theta, 1.0, 0.3), ts, x0=0.0), obs=x)
+
+    with pytest.raises(ValueError, match=r"fit: observed site 'x' \(Path\): the value"):
+        sp.fit(ou, ts, x=jnp.zeros(90), progress=False)
+
+
+def test_many_series_written_as_one_big_state_get_a_hint():
+    ts = jnp.arange(50.0)
+    big = sp.Path(sp.OU(jnp.full(200, 0.5), 1.0, 0.3), ts, x0=jnp.zeros(200))
+    with pytest.raises(ValueError, match="200 independent series.*docs/many-series.md"):
+        big.log_prob(jnp.zeros((200, 50)))
+
+
+def test_a_drift_of_the_wrong_shape_is_rejected_where_the_path_is_built():
+    ts = jnp.arange(5.0)
+    scalar_for_vector = sp.SDE(lambda t, x: -jnp.sum(x, -1), lambda t, x: 0.3)
+    with pytest.raises(
+        ValueError, match=r"drift returned shape \(\) for a state of shape \(2,\)"
+    ):
+        sp.Path(scalar_for_vector, ts, x0=jnp.zeros(2))
+    three_for_two = sp.SDE(lambda t, x: jnp.zeros(3), lambda t, x: 0.3)
+    with pytest.raises(ValueError, match=r"drift returned shape \(3,\)"):
+        sp.Path(three_for_two, ts, x0=jnp.zeros(2))

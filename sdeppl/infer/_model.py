@@ -14,6 +14,7 @@ from numpyro.infer.util import constrain_fn, potential_energy
 from numpyro.primitives import Messenger
 
 from ..processes import TimeSeries, reparam_paths, series_of
+from ..processes._checks import check_value_shape
 from ..processes.reparam import latent_path_problem
 
 
@@ -68,6 +69,18 @@ def _series_info(fn, value, observed: bool) -> SeriesInfo | None:
     )
 
 
+def _check_observed_shape(name, fn, value) -> None:
+    """An observed value must end in its distribution's event shape: say so naming
+    the site, before any sampling (NumPyro would fail later, in unrelated words)."""
+    try:
+        check_value_shape(
+            value, fn.event_shape, fn.batch_shape, "", series_of(fn) is not None
+        )
+    except ValueError as e:
+        kind = type(series_of(fn) or fn).__name__
+        raise ValueError(f"fit: observed site {name!r} ({kind}):{str(e)[1:]}") from None
+
+
 def inspect_model(model, args, kwargs) -> dict[str, SiteInfo]:
     """Sample sites of ``model`` with their static shapes, found by an abstract trace.
 
@@ -85,6 +98,8 @@ def inspect_model(model, args, kwargs) -> dict[str, SiteInfo]:
                 continue
             fn = site["fn"]
             value = site["value"]
+            if site["is_observed"]:
+                _check_observed_shape(name, fn, value)
             concrete = site["is_observed"] and not isinstance(value, jax.core.Tracer)
             sites[name] = SiteInfo(
                 name,

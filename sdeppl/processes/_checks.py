@@ -63,3 +63,45 @@ def check_times(ts, owner: str):
             f"ts[{k + 1}]={float(t[k + 1])}. Sort the times and drop repeated ones."
         )
     return t
+
+
+def check_value_shape(
+    value, event_shape, batch_shape, owner: str, timed: bool = True
+) -> None:
+    """Raise a ``ValueError`` unless ``value`` ends in ``event_shape`` (the time axis
+    first) and its leading dims broadcast with ``batch_shape``; with a hint for the
+    usual mistakes (series-major data, one big state instead of many series)."""
+    shape, event = tuple(jnp.shape(value)), tuple(event_shape)
+    n = len(event)
+    if len(shape) >= n and shape[len(shape) - n :] == event:
+        try:
+            jnp.broadcast_shapes(shape[: len(shape) - n], tuple(batch_shape))
+            return
+        except ValueError:
+            raise ValueError(
+                f"{owner}: the value's leading dims {shape[: len(shape) - n]} do not "
+                f"broadcast with the batch shape {tuple(batch_shape)}."
+            ) from None
+    if not timed:
+        raise ValueError(
+            f"{owner}: the value must end in the event shape {event}; got {shape}."
+        )
+    layout = ", ".join([f"T={event[0]}"] + [str(size) for size in event[1:]])
+    hint = ""
+    if n == 2 and len(shape) >= 2 and shape[-2] == event[1]:
+        hint = f" Time must come first: shape ({event[0]}, {event[1]})."
+        if event[1] > 4:
+            hint += (
+                f" If these are {event[1]} independent series rather than one "
+                f"{event[1]}-dimensional state, give the parameters a batch axis of "
+                f"{event[1]} and x0 a scalar (or a distribution with that batch), and "
+                f"pass data of shape ({event[1]}, {event[0]}): see docs/many-series.md."
+            )
+    elif n == 1 and len(shape) >= 1:
+        hint = (
+            f" ts has {event[0]} times; the value has {shape[-1]} along its last axis."
+        )
+    raise ValueError(
+        f"{owner}: the value must have shape (..., {layout}) (time first, then the "
+        f"state or observation dims); got {shape}.{hint}"
+    )

@@ -16,7 +16,7 @@ from ..solvers import (
     gaussian_transform,
     simulate,
 )
-from ._checks import check_times, is_concrete
+from ._checks import check_times, check_value_shape, is_concrete
 from ._constraints import real_or_missing
 from .sde import SDE
 
@@ -234,10 +234,11 @@ class Path(Distribution):
                 ) from e
         state = self._state_shape
         f_shape, g_shape = shapes["drift"], shapes["diffusion"]
-        if state and f_shape and f_shape[-1] != state[-1]:
+        if state and (not f_shape or f_shape[-1] != state[-1]):
             raise ValueError(
                 f"Path: drift returned shape {f_shape} for a state of shape {state}; "
-                f"expected (*batch, {state[-1]})."
+                f"expected (*batch, {state[-1]}), one value per coordinate (a constant "
+                "drift c: `lambda t, x: c + jnp.zeros_like(x)`)."
             )
         f_batch = f_shape[:-1] if state else f_shape
         if sde.noise == "general":
@@ -388,6 +389,7 @@ class Path(Distribution):
                 "sdeppl.fit, or wrap the model with sdeppl.reparam_paths(model), which "
                 "adds them as latent variables; or use substeps=0."
             )
+        check_value_shape(value, self.event_shape, self.batch_shape, "Path")
         observed = self._observed_index(value)
         if observed is None:
             observed = np.arange(self.ts.shape[0])

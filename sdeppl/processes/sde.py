@@ -49,8 +49,9 @@ class SDE:
     ----------
     drift
         $f$: ``drift(t, x)`` (or ``drift(t, x, params)`` when ``params`` is given);
-        returns the shape of ``x`` (``(*batch, d)`` or ``(*batch,)`` for a scalar
-        state; a scalar broadcasts).
+        returns the shape of ``x``: ``(*batch, d)``, one value per coordinate, or
+        ``(*batch,)`` for a scalar state (where a scalar broadcasts). A shape that
+        does not fit the state is an error where the path is built.
     diffusion
         $g$: ``diffusion(t, x)`` (or ``diffusion(t, x, params)``). With
         ``noise="diagonal"`` it returns the shape of ``x`` (or a scalar), each

@@ -25,7 +25,7 @@ from ..solvers.kalman import (
     unscented_observe,
     unscented_predict,
 )
-from ._checks import check_times
+from ._checks import check_times, check_value_shape
 from ._constraints import real_or_missing
 from ._eager import compiled_when_eager
 from .observations import as_observation, check_noise_cov
@@ -310,6 +310,7 @@ class StateSpace(Distribution):
         """``value`` ``(*lead, T[, k])`` as NaN-free ``(N, *batch, T, k)``
         observations and mask (lead dims flattened), the lead dims beyond the batch,
         and the prior moments ``m0 (*batch, d)``, ``P0 (*batch, d, d)``."""
+        check_value_shape(value, self.event_shape, self.batch_shape, "StateSpace")
         y = jnp.asarray(value, dtype=self.ts.dtype)
         y = y[..., None] if self._scalar_obs else y
         lead = jnp.broadcast_shapes(y.shape[:-2], self.batch_shape)
