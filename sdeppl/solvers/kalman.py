@@ -50,7 +50,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve, solve_triangular
+from jax.scipy.linalg import cho_solve
 
 from ._terms import Diffusion
 from .local_linear import batched_jacobian, drift_jacobian
@@ -231,6 +231,51 @@ def unscented_observe(h: Callable):
 
 
 # --------------------------------------------------------------------------- update
+def spd_inverse(s):
+    r"""$S^{-1}$ and $\tfrac12 \log\det S$ of a symmetric positive definite
+    ``(*batch, k, k)`` matrix.
+
+    For $k \le 3$ by closed forms (the adjugate over the determinant): filters of one
+    to three observed values then run without LAPACK calls, which cost more than the
+    rest of a small filter step (and stop XLA from compiling the loop into one
+    function). A matrix that is not positive definite gives a NaN log-determinant
+    (every leading minor is checked), which the filters turn into ``-inf``.
+    """
+    k = s.shape[-1]
+    if k == 1:
+        return 1.0 / s, 0.5 * jnp.log(s[..., 0, 0])
+    if k == 2:
+        a, b, c = s[..., 0, 0], s[..., 0, 1], s[..., 1, 1]
+        det = a * c - b * b
+        inverse = jnp.stack([jnp.stack([c, -b], -1), jnp.stack([-b, a], -1)], -2)
+        ok = (a > 0) & (det > 0)
+        return inverse / det[..., None, None], jnp.where(
+            ok, 0.5 * jnp.log(det), jnp.nan
+        )
+    if k == 3:
+        e = [[s[..., i, j] for j in range(3)] for i in range(3)]
+        cof = [
+            [
+                e[(j + 1) % 3][(i + 1) % 3] * e[(j + 2) % 3][(i + 2) % 3]
+                - e[(j + 1) % 3][(i + 2) % 3] * e[(j + 2) % 3][(i + 1) % 3]
+                for j in range(3)
+            ]
+            for i in range(3)
+        ]  # adjugate (transposed cofactors)
+        det = e[0][0] * cof[0][0] + e[0][1] * cof[1][0] + e[0][2] * cof[2][0]
+        minor2 = e[0][0] * e[1][1] - e[0][1] * e[1][0]
+        ok = (e[0][0] > 0) & (minor2 > 0) & (det > 0)
+        inverse = jnp.stack([jnp.stack(row, -1) for row in cof], -2)
+        return inverse / det[..., None, None], jnp.where(
+            ok, 0.5 * jnp.log(det), jnp.nan
+        )
+    chol = jnp.linalg.cholesky(s)
+    inverse = cho_solve(
+        (chol, True), jnp.broadcast_to(jnp.eye(k, dtype=s.dtype), s.shape)
+    )
+    return inverse, jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+
+
 def gaussian_update(mean, cov, y, mask, observe, obs_cov):
     """Condition ``N(mean, cov)`` on ``y`` (``mask``: observed components).
 
@@ -246,18 +291,13 @@ def gaussian_update(mean, cov, y, mask, observe, obs_cov):
     s = _sym(s0 * outer + r_eff)
     cross = cross * maskf[..., None, :]
     resid = jnp.where(mask, y - y_hat, 0.0)
-    if k == 1:  # one observed value: scalar arithmetic, no LAPACK calls (which cost
-        chol = jnp.sqrt(s)  # more than the rest of a small filter step)
-        z = resid / chol[..., 0]
-        gain = cross / s  # (*batch, d, 1) / (*batch, 1, 1)
-    else:
-        chol = jnp.linalg.cholesky(s)
-        z = solve_triangular(chol, resid[..., None], lower=True)[..., 0]
-        gain = _t(cho_solve((chol, True), _t(cross)))  # (*batch, d, k)
-    log_det = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    s_inv, log_det = spd_inverse(s)
+    gain = cross @ s_inv  # (*batch, d, k)
     num_missing = jnp.sum(1.0 - maskf, axis=-1)
     loglik = (
-        -0.5 * jnp.sum(z * z, axis=-1) - log_det - 0.5 * (k - num_missing) * _LOG_2PI
+        -0.5 * jnp.sum(resid * _mv(s_inv, resid), axis=-1)
+        - log_det
+        - 0.5 * (k - num_missing) * _LOG_2PI
     )
     new_mean = mean + _mv(gain, resid)
     if h_matrix is not None:
@@ -267,8 +307,7 @@ def gaussian_update(mean, cov, y, mask, observe, obs_cov):
         new_cov = a @ cov @ _t(a) + gain @ r_eff @ _t(gain)
     else:
         new_cov = cov - gain @ s @ _t(gain)
-    ok = jnp.all(jnp.isfinite(chol), axis=(-2, -1))
-    return new_mean, _sym(new_cov), jnp.where(ok, loglik, -jnp.inf)
+    return new_mean, _sym(new_cov), jnp.where(jnp.isfinite(log_det), loglik, -jnp.inf)
 
 
 # --------------------------------------------------------------------------- filter
@@ -329,19 +368,12 @@ class _Update(NamedTuple):
 def _linear_update_parts(m_pred, p_pred, y, w, h, r) -> _Update:
     """One linear-Gaussian update's intermediates; ``w`` ``(k,)`` is 1.0 where
     observed, 0.0 where missing (``y`` holds 0 there)."""
-    k = y.shape[-1]
     h_e = w[:, None] * h
     r_e = (w[:, None] * w[None, :]) * r + jnp.diag(1.0 - w)
     resid = w * (y - h @ m_pred)
     cross = p_pred @ h_e.T
     s = h_e @ cross + r_e
-    if k == 1:  # scalar arithmetic: no LAPACK call in the loop body
-        s_inv = 1.0 / s
-        log_det = 0.5 * jnp.log(s[0, 0])
-    else:
-        chol = jnp.linalg.cholesky(s)
-        s_inv = cho_solve((chol, True), jnp.eye(k, dtype=s.dtype))
-        log_det = jnp.sum(jnp.log(jnp.diagonal(chol)))
+    s_inv, log_det = spd_inverse(s)  # closed forms up to k = 3: no LAPACK in the loop
     alpha = s_inv @ resid
     return _Update(h_e, r_e, resid, cross, s_inv, alpha, cross @ s_inv, log_det)
 

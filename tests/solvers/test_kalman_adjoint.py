@@ -80,3 +80,22 @@ def test_innovation_covariance_not_positive_definite_gives_minus_inf():
     args = list(_problem(10, 2, 1, seed=3))
     args[4] = -10.0 * jnp.ones((1, 1))  # negative observation variance
     assert kalman.linear_log_likelihood(*args) == -jnp.inf
+
+
+def test_small_spd_inverse_in_closed_form():
+    """k <= 3 by adjugates (no LAPACK in the filter loop), k = 4 by Cholesky: equal to
+    NumPy's inverse and log-determinant; a matrix that is not positive definite gives
+    a NaN log-determinant, which the filters turn into -inf."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    for k in (1, 2, 3, 4):
+        root = rng.normal(size=(5, k, k))
+        s = root @ np.swapaxes(root, -1, -2) + 0.3 * np.eye(k)
+        inverse, half_log_det = kalman.spd_inverse(jnp.asarray(s))
+        np.testing.assert_allclose(inverse, np.linalg.inv(s), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            2 * half_log_det, np.linalg.slogdet(s)[1], rtol=1e-12
+        )
+    for bad in (np.diag([1.0, -1.0]), np.diag([1.0, 1.0, -0.5]), -np.eye(3)):
+        assert np.isnan(kalman.spd_inverse(jnp.asarray(bad))[1])
