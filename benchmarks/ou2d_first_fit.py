@@ -80,7 +80,7 @@ def worker(name: str, seed: int) -> dict:
 
     import sdeppl as sp
 
-    sp.configure()
+    sp.configure(host_devices="all")  # as the docs advise: chains on every core
     import jax
 
     jax.config.update("jax_enable_x64", True)

@@ -22,10 +22,17 @@ def atomic_write(path, write: Callable[[str], None], suffix: str = "") -> str:
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=".sdeppl-", suffix=suffix + ".part", dir=directory
-    )
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a folder.")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=".sdeppl-", suffix=suffix + ".part", dir=directory
+        )
+    except OSError as e:  # a file where a folder should be, no permission, ...
+        raise OSError(
+            f"cannot write {path!r}: {e.strerror or e} (in {directory!r})."
+        ) from None
     os.close(fd)
     try:
         write(tmp)

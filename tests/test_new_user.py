@@ -205,3 +205,14 @@ def test_a_drift_of_the_wrong_shape_is_rejected_where_the_path_is_built():
     three_for_two = sp.SDE(lambda t, x: jnp.zeros(3), lambda t, x: 0.3)
     with pytest.raises(ValueError, match=r"drift returned shape \(3,\)"):
         sp.Path(three_for_two, ts, x0=jnp.zeros(2))
+
+
+def test_saving_to_a_bad_path_says_why_in_one_line(tmp_path):
+    fit = sp.fit(masked_normal, y=jnp.array([0.1, 0.5, -0.3]), seed=0, **SMALL)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="cannot write .*file/run/posterior.nc"):
+        fit.save(blocker / "run" / "posterior.nc")
+    with pytest.raises(IsADirectoryError, match="it is a folder"):
+        fit.save(tmp_path)
+    assert blocker.read_text() == "x" and list(tmp_path.iterdir()) == [blocker]

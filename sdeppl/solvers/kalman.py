@@ -155,11 +155,33 @@ def extended_predict(drift, diffusion: Diffusion, num_substeps: int):
     return predict
 
 
+def cholesky(a):
+    """Lower Cholesky factor of ``(*batch, d, d)`` symmetric positive definite
+    matrices; for ``d <= 4`` written out entry by entry (no LAPACK call, so a filter
+    loop that takes one per step still compiles into one function), NaN where the
+    matrix is not positive definite, as LAPACK's."""
+    d = a.shape[-1]
+    if d > 4:
+        return jnp.linalg.cholesky(a)
+    low = [[None] * d for _ in range(d)]
+    for j in range(d):
+        low[j][j] = jnp.sqrt(a[..., j, j] - sum(low[j][k] ** 2 for k in range(j)))
+        for i in range(j + 1, d):
+            partial = sum(low[i][k] * low[j][k] for k in range(j))
+            low[i][j] = (a[..., i, j] - partial) / low[j][j]
+    zero = jnp.zeros_like(a[..., 0, 0])
+    rows = [
+        jnp.stack([low[i][j] if j <= i else zero for j in range(d)], -1)
+        for i in range(d)
+    ]
+    return jnp.stack(rows, -2)
+
+
 def sigma_points(mean, cov):
     r"""Cubature points $m \pm \sqrt d\,L e_i$, shape ``(2d, *batch, d)``, equal
     weights."""
     d = mean.shape[-1]
-    chol = jnp.linalg.cholesky(_sym(cov) + 1e-12 * jnp.eye(d, dtype=cov.dtype))
+    chol = cholesky(_sym(cov) + 1e-12 * jnp.eye(d, dtype=cov.dtype))
     cols = jnp.moveaxis(chol, -1, 0) * math.sqrt(d)  # (d, *batch, d)
     return jnp.concatenate([mean + cols, mean - cols], axis=0)
 
@@ -174,12 +196,8 @@ def unscented_predict(drift, diffusion: Diffusion, num_substeps: int):
         f_mean = fs.mean(axis=0)
         c_fx = jnp.einsum("n...i,n...j->...ij", fs - f_mean, pts - m) / pts.shape[0]
         noise = jax.vmap(lambda x: _diffusion_cov(diffusion, t, x))(pts).mean(axis=0)
-        a = _t(
-            jnp.linalg.solve(
-                _sym(p) + 1e-12 * jnp.eye(m.shape[-1], dtype=m.dtype), _t(c_fx)
-            )
-        )
-        return f_mean, c_fx + _t(c_fx) + noise, a @ phi
+        p_inv, _ = spd_inverse(_sym(p) + 1e-12 * jnp.eye(m.shape[-1], dtype=m.dtype))
+        return f_mean, c_fx + _t(c_fx) + noise, c_fx @ p_inv @ phi
 
     def predict(t0, t1, mean, cov, k):
         eye = jnp.broadcast_to(jnp.eye(mean.shape[-1], dtype=mean.dtype), cov.shape)

@@ -99,3 +99,18 @@ def test_small_spd_inverse_in_closed_form():
         )
     for bad in (np.diag([1.0, -1.0]), np.diag([1.0, 1.0, -0.5]), -np.eye(3)):
         assert np.isnan(kalman.spd_inverse(jnp.asarray(bad))[1])
+
+
+def test_small_cholesky_written_out():
+    """d <= 4 entry by entry (no LAPACK in the unscented filter's loop), d = 5 by
+    LAPACK: equal to NumPy; NaN where the matrix is not positive definite."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(1)
+    for d in (1, 2, 3, 4, 5):
+        root = rng.normal(size=(3, d, d))
+        a = root @ np.swapaxes(root, -1, -2) + 0.2 * np.eye(d)
+        np.testing.assert_allclose(
+            kalman.cholesky(jnp.asarray(a)), np.linalg.cholesky(a), rtol=1e-12
+        )
+    assert np.isnan(kalman.cholesky(jnp.asarray(np.diag([1.0, -1.0])))).any()
