@@ -61,18 +61,15 @@ _DYNAMIC = object()
 
 
 def compiled_when_eager(method):
-    """Decorator: ``method(self, *args)`` runs compiled when nothing is traced (see the
-    module docstring); inside a trace it runs as written."""
+    """Decorator: ``method(self, *args)`` runs as one compiled program (see the module
+    docstring). Inside a ``jit`` trace that program is simply part of the enclosing
+    one; under an eager ``grad`` or ``vmap`` (NumPyro evaluates a model's gradient
+    eagerly once, to find a starting point) it spares compiling every operation on its
+    own."""
 
     @functools.wraps(method)
     def wrapper(self, *args):
         leaves, treedef = jax.tree_util.tree_flatten(self)
-        traced = any(
-            isinstance(x, jax.core.Tracer)
-            for x in jax.tree_util.tree_leaves((leaves, args))
-        )
-        if traced:
-            return method(self, *args)
         static_leaves = tuple(
             _Static(x) if isinstance(x, np.ndarray) else None for x in leaves
         )

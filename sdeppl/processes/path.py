@@ -18,6 +18,7 @@ from ..solvers import (
 )
 from ._checks import check_times, check_value_shape, is_concrete
 from ._constraints import real_or_missing
+from ._eager import compiled_when_eager
 from .sde import SDE
 
 METHODS = ("euler", "local_linear", "exact")
@@ -390,9 +391,17 @@ class Path(Distribution):
                 "adds them as latent variables; or use substeps=0."
             )
         check_value_shape(value, self.event_shape, self.batch_shape, "Path")
-        observed = self._observed_index(value)
-        if observed is None:
-            observed = np.arange(self.ts.shape[0])
+        observed = self._observed_index(value)  # on concrete data, before compiling
+        observed = None if observed is None else tuple(int(i) for i in observed)
+        return self._pointwise_terms(value, observed)
+
+    @compiled_when_eager
+    def _pointwise_terms(self, value, observed):
+        """:meth:`pointwise_log_prob` given the observed indices (a tuple, or None for
+        all)."""
+        observed = (
+            np.arange(self.ts.shape[0]) if observed is None else np.array(observed)
+        )
         x = self._to_internal(jnp.asarray(value, dtype=self.ts.dtype))
         x = jnp.broadcast_to(
             x, jnp.broadcast_shapes(x.shape[:-2], self.batch_shape) + x.shape[-2:]
