@@ -253,15 +253,22 @@ def _cir_exact(p):
     )
 
 
+def scipy_cir_log_transition(kappa, theta, sigma, h, x0, x1):
+    """The exact CIR transition density by SciPy: 2 c X_h is non-central chi-square
+    with 4 kappa theta / sigma^2 degrees of freedom and non-centrality
+    2 c x0 exp(-kappa h), c = 2 kappa / (sigma^2 (1 - exp(-kappa h)))."""
+    c = 2 * kappa / (sigma**2 * -np.expm1(-kappa * h))
+    q = 2 * kappa * theta / sigma**2 - 1
+    return np.log(2 * c) + stats.ncx2.logpdf(
+        2 * c * x1, 2 * q + 2, 2 * c * x0 * np.exp(-kappa * h)
+    )
+
+
 def _cir_exact_log_prob(p, x):
-    """Sum of scaled non-central chi-square transition densities (SciPy)."""
-    k, theta, s = p["kappa"], p["theta"], p["sigma"]
-    h, x0, x1 = np.diff(TS), x[:-1], x[1:]
-    c = 2 * k / (s**2 * -np.expm1(-k * h))
-    q = 2 * k * theta / s**2 - 1
     return np.sum(
-        np.log(2 * c)
-        + stats.ncx2.logpdf(2 * c * x1, 2 * q + 2, 2 * c * x0 * np.exp(-k * h))
+        scipy_cir_log_transition(
+            p["kappa"], p["theta"], p["sigma"], np.diff(TS), x[:-1], x[1:]
+        )
     )
 
 

@@ -4,10 +4,12 @@ independent maximum-likelihood fit by SciPy, and removes the Euler scheme's bias
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import optimize, stats
+from scipy import optimize
 
 import sdeppl as sp
 from sdeppl.recipes import load_model_module
+
+from .cases import scipy_cir_log_transition
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -17,13 +19,7 @@ def _scipy_mle(ts, r):
     h, x0, x1 = np.diff(ts), r[:-1], r[1:]
 
     def negative_log_likelihood(log_params):
-        k, theta, s = np.exp(log_params)
-        c = 2 * k / (s**2 * -np.expm1(-k * h))
-        q = 2 * k * theta / s**2 - 1
-        return -np.sum(
-            np.log(2 * c)
-            + stats.ncx2.logpdf(2 * c * x1, 2 * q + 2, 2 * c * x0 * np.exp(-k * h))
-        )
+        return -np.sum(scipy_cir_log_transition(*np.exp(log_params), h, x0, x1))
 
     fits = [
         optimize.minimize(
@@ -71,15 +67,7 @@ def test_the_gallery_likelihood_is_the_scipy_one_on_the_data(tbill):
     mle = _scipy_mle(ts, r)
     path = sp.Path(sp.CIR(*mle.values()), ts, x0=float(r[0]), method="exact")
     np.testing.assert_allclose(
-        float(path.log_prob(jnp.asarray(r))), _cir_reference(mle, ts, r), rtol=1e-10
-    )
-
-
-def _cir_reference(p, ts, r):
-    h, x0, x1 = np.diff(ts), r[:-1], r[1:]
-    c = 2 * p["kappa"] / (p["sigma"] ** 2 * -np.expm1(-p["kappa"] * h))
-    q = 2 * p["kappa"] * p["theta"] / p["sigma"] ** 2 - 1
-    return np.sum(
-        np.log(2 * c)
-        + stats.ncx2.logpdf(2 * c * x1, 2 * q + 2, 2 * c * x0 * np.exp(-p["kappa"] * h))
+        float(path.log_prob(jnp.asarray(r))),
+        np.sum(scipy_cir_log_transition(*mle.values(), np.diff(ts), r[:-1], r[1:])),
+        rtol=1e-10,
     )

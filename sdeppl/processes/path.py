@@ -392,8 +392,29 @@ class Path(Distribution):
             )
         check_value_shape(value, self.event_shape, self.batch_shape, "Path")
         observed = self._observed_index(value)  # on concrete data, before compiling
+        self._check_scales_on(value, observed)
         observed = None if observed is None else tuple(int(i) for i in observed)
         return self._pointwise_terms(value, observed)
+
+    def _check_scales_on(self, value, observed):
+        """Reject a negative diagonal diffusion at the observed states, when the path
+        and its parameters are concrete (outside any trace)."""
+        if self.sde.noise != "diagonal" or not is_concrete(value, self):
+            return
+        x = self._to_internal(np.asarray(value, dtype=float))
+        if observed is not None:
+            x = x[..., observed, :]
+        ts = np.asarray(self.ts) if observed is None else np.asarray(self.ts)[observed]
+        diffusion = self._fields().diffusion
+        scales = jax.vmap(diffusion, in_axes=(0, -2))(
+            ts[:-1], jnp.asarray(x[..., :-1, :])
+        )
+        if is_concrete(scales) and np.any(np.asarray(scales) < 0):
+            raise ValueError(
+                "Path: the diffusion returned a negative scale (min "
+                f"{float(np.min(np.asarray(scales))):.4g}); a diagonal diffusion is a "
+                "standard deviation and must be >= 0."
+            )
 
     @compiled_when_eager
     def _pointwise_terms(self, value, observed):
@@ -509,14 +530,6 @@ class Path(Distribution):
         nb = len(self.batch_shape)
         lead = x_prev.shape[: x_prev.ndim - 2 - nb]
         transition = self._transition()
-        if self.sde.noise == "diagonal" and is_concrete(x_prev):
-            scales = jax.vmap(self._fields().diffusion, in_axes=(0, -2))(t0s, x_prev)
-            if is_concrete(scales) and np.any(np.asarray(scales) < 0):
-                raise ValueError(
-                    "Path: the diffusion returned a negative scale (min "
-                    f"{float(np.min(np.asarray(scales))):.4g}); a diagonal diffusion "
-                    "is a standard deviation and must be >= 0."
-                )
         flat_prev = x_prev.reshape((-1,) + x_prev.shape[len(lead) :])
         flat_next = x_next.reshape((-1,) + x_next.shape[len(lead) :])
 

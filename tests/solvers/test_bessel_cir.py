@@ -8,6 +8,8 @@ from scipy import special, stats
 
 from sdeppl.solvers import cir_log_transition, cir_sample, log_bessel_i, log_bessel_ive
 
+from ..cases import scipy_cir_log_transition
+
 ORDERS = np.concatenate([np.linspace(-0.99, 60.0, 62), [75.0, 150.0, 500.0, 1000.0]])
 ARGUMENTS = np.logspace(-8, 8, 97)
 
@@ -52,14 +54,6 @@ def test_log_bessel_gradients_in_both_arguments(nu, z):
     np.testing.assert_allclose(g_z, exact_z, rtol=1e-9)
 
 
-def _scipy_cir(kappa, theta, sigma, h, x0, x1):
-    c = 2 * kappa / (sigma**2 * -np.expm1(-kappa * h))
-    q = 2 * kappa * theta / sigma**2 - 1
-    return np.log(2 * c) + stats.ncx2.logpdf(
-        2 * c * x1, 2 * q + 2, 2 * c * x0 * np.exp(-kappa * h)
-    )
-
-
 def test_cir_transition_matches_the_scaled_noncentral_chi_square():
     """Daily to yearly steps, slow to fast reversion, Feller condition met or not,
     rates from near zero to far above the mean: 1e-10 on the log-density."""
@@ -83,7 +77,7 @@ def test_cir_transition_matches_the_scaled_noncentral_chi_square():
     p = np.array(rows).T
     ours = np.asarray(jax.jit(cir_log_transition)(*p))
     with np.errstate(divide="ignore"):
-        reference = _scipy_cir(*p)
+        reference = scipy_cir_log_transition(*p)
     known = np.isfinite(reference)  # SciPy underflows far in the tails; we do not
     assert known.mean() > 0.9 and np.all(np.isfinite(ours))
     error = np.abs(ours - reference)[known] / np.maximum(1, np.abs(reference[known]))
