@@ -263,7 +263,17 @@ def _sampler_rows(idata, chains, draws, max_tree_depth, meta) -> list:
                 advice,
             )
         )
-    if hasattr(idata, "log_likelihood") and len(idata.log_likelihood.data_vars) == 1:
+    if meta.get("estimated_likelihood"):
+        rows.append(
+            (
+                "Pareto k (LOO)",
+                "n/a (particle estimates)",
+                "n/a",
+                "the pointwise log-likelihoods are particle-filter estimates, whose "
+                "noise PSIS-LOO would read as influence",
+            )
+        )
+    elif hasattr(idata, "log_likelihood") and len(idata.log_likelihood.data_vars) == 1:
         rows.append(_loo_row(idata))
     return rows
 

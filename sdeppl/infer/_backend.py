@@ -92,6 +92,11 @@ class BackendResult(NamedTuple):
     info: JSON-serialisable facts for the run's metadata (e.g. a log-evidence).
     independent_draws: True when draws are independent (not a Markov chain): R-hat
         and ESS then do not apply.
+    model_keys: for models with a random density (particle filters), the raw key
+        data ``(chain, draw, 2)`` (uint32) of the estimate kept with each draw; the
+        shared post-processing runs the model under ``seed`` with it, so pointwise
+        log-likelihoods and latent paths come from the very particle system the
+        chain accepted. None: the model is seeded with 0.
     """
 
     draws: dict
@@ -100,6 +105,7 @@ class BackendResult(NamedTuple):
     checks: tuple = ()
     info: dict = {}
     independent_draws: bool = False
+    model_keys: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -114,6 +120,9 @@ class Backend(Protocol):
     needs_gradients: the method differentiates the log-density.
     discrete_latent: the method handles discrete latent sites (by enumeration).
     jittable: :meth:`draws` exists (pure and jit-able; used by SBC).
+    estimated_density: (optional, default False) the method works with a random,
+        unbiased estimate of the likelihood (particle filters), which it evaluates
+        with :meth:`~sdeppl.infer.ModelAdapter.seeded_logdensity`.
     """
 
     name: str
@@ -216,6 +225,7 @@ def _load_builtin() -> None:
     """Register the built-in backends (their modules register themselves)."""
     from . import map as _map  # noqa: F401
     from . import mcmc as _mcmc  # noqa: F401
+    from . import pmmh as _pmmh  # noqa: F401
 
 
 #: The independent uses of a run's key: a backend draws from ``"sampler"`` only.

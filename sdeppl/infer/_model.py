@@ -29,6 +29,7 @@ class SeriesInfo(NamedTuple):
     batch_ndim: int
     pointwise: bool  # per-time log-likelihood terms exist
     informative: np.ndarray | None  # observed sites: times with a likelihood term
+    estimated: bool = False  # log_prob is a random (particle) estimate
 
 
 class SiteInfo(NamedTuple):
@@ -66,6 +67,7 @@ def _series_info(fn, value, observed: bool) -> SeriesInfo | None:
         len(fn.batch_shape),
         bool(series.pointwise),
         series.informative_mask(value) if concrete and series.pointwise else None,
+        bool(getattr(series, "estimated_log_prob", False)),
     )
 
 
@@ -190,6 +192,25 @@ class ModelAdapter:
 
     def _logdensity(self, z):
         return -potential_energy(self.model, self.args, self.kwargs, self.unravel(z))
+
+    def seeded_logdensity(self, z, key):
+        """Log joint density at ``z`` with the model run under ``seed(key)``: for
+        models whose density is a random estimate (a particle filter's likelihood,
+        :attr:`estimated`), the key is the estimate's only randomness. Traced (call it
+        inside a compiled program)."""
+        model = numpyro.handlers.seed(self.model, key)
+        return -potential_energy(model, self.args, self.kwargs, self.unravel(z))
+
+    @property
+    def estimated(self) -> tuple[str, ...]:
+        """Observed sites whose log-density is a random estimate (a particle
+        filter's likelihood): only a backend with ``estimated_density`` can use
+        them."""
+        return tuple(
+            n
+            for n, s in self.raw_sites.items()
+            if s.observed and s.series is not None and s.series.estimated
+        )
 
     def constrain(self, z):
         """Constrained values of latent and deterministic sites at ``z``."""

@@ -57,24 +57,39 @@ def _flat_draws(samples: dict):
 
 
 def _per_draw(
-    adapter, samples: dict, key, stream: str, names, compute, *, raw: bool = False
+    adapter,
+    samples: dict,
+    key,
+    stream: str,
+    names,
+    compute,
+    *,
+    raw: bool = False,
+    model_keys=None,
 ):
     """For every posterior draw, trace the model at the draw and collect
     ``compute(name, fn, value, key) -> dict`` over the sites ``names``, with keys
     from ``stream_key(key, stream)``.
 
     ``raw=True`` traces the model without path reparametrisation (latent paths are then
-    :class:`~sdeppl.Path` sites whose values come from the draw). Vectorised over draws
-    and compiled once; returns arrays shaped ``(chain, draw, ...)``.
+    :class:`~sdeppl.Path` sites whose values come from the draw). The model runs under
+    ``seed`` with each draw's ``model_keys`` (``(chain, draw, 2)`` raw keys, see
+    :class:`~sdeppl.infer.BackendResult`), or with 0. Vectorised over draws and
+    compiled once; returns arrays shaped ``(chain, draw, ...)``.
     """
     if not names:
         return {}
     flat, lead = _flat_draws(samples)
     model = adapter.raw_model if raw else adapter.model
+    num_draws = next(iter(flat.values())).shape[0]
+    if model_keys is None:
+        seeds = jnp.broadcast_to(jax.random.PRNGKey(0), (num_draws, 2))
+    else:
+        seeds = jnp.asarray(model_keys, jnp.uint32).reshape(num_draws, 2)
 
-    def one(draw, key):
+    def one(draw, key, seed):
         tr = numpyro.handlers.trace(
-            numpyro.handlers.substitute(numpyro.handlers.seed(model, 0), data=draw)
+            numpyro.handlers.substitute(numpyro.handlers.seed(model, seed), data=draw)
         ).get_trace(*adapter.args, **adapter.kwargs)
         out = {}
         for i, name in enumerate(names):
@@ -91,17 +106,15 @@ def _per_draw(
             out.update(compute(name, fn, value, jax.random.fold_in(key, i)))
         return out
 
-    num_draws = next(iter(flat.values())).shape[0]
-
-    def all_draws(flat, key):
+    def all_draws(flat, key, seeds):
         keys = jax.random.split(stream_key(key, stream), num_draws)
-        return jax.vmap(one)(flat, keys)
+        return jax.vmap(one)(flat, keys, seeds)
 
-    values = fast_compile_jit(all_draws)(flat, key)
+    values = fast_compile_jit(all_draws)(flat, key, seeds)
     return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()}
 
 
-def pointwise_log_likelihood(adapter, samples: dict):
+def pointwise_log_likelihood(adapter, samples: dict, model_keys=None):
     r"""Pointwise log-likelihood of every observed site, ``(chain, draw, ...)``.
 
     A time-series site contributes one term per observed time (a Markov transition for
@@ -132,7 +145,9 @@ def pointwise_log_likelihood(adapter, samples: dict):
 
     names = [n for n, s in adapter.sites.items() if s.observed]
     key = jax.random.key(0)  # unused: log-densities are not random
-    values = _per_draw(adapter, samples, key, "sampler", names, compute)
+    values = _per_draw(
+        adapter, samples, key, "sampler", names, compute, model_keys=model_keys
+    )
     for name, kept in event_axis.items():
         if kept and values[name].shape[-1] in grids:  # observations along the time
             times[name] = grids[values[name].shape[-1]]  # axis of a time series
@@ -203,7 +218,7 @@ def discrete_site_draws(adapter, samples: dict, key):
     )
 
 
-def one_step_predictive_draws(adapter, samples: dict, key):
+def one_step_predictive_draws(adapter, samples: dict, key, model_keys=None):
     """One-step-ahead predictive draws of every observed time series
     (``{name}_one_step``): the natural residual check for time series."""
 
@@ -213,10 +228,12 @@ def one_step_predictive_draws(adapter, samples: dict, key):
         }
 
     names = _series_names(adapter, observed=True)
-    return _per_draw(adapter, samples, key, "one_step", names, compute)
+    return _per_draw(
+        adapter, samples, key, "one_step", names, compute, model_keys=model_keys
+    )
 
 
-def latent_state_draws(adapter, samples: dict, key):
+def latent_state_draws(adapter, samples: dict, key, model_keys=None):
     """The hidden path of every time-series site that has one (``has_latent``, e.g.
     :class:`~sdeppl.StateSpace`: forward filtering, backward sampling) given the
     observations and each posterior draw: ``{name}_latent``."""
@@ -225,10 +242,14 @@ def latent_state_draws(adapter, samples: dict, key):
         return {derived_name(name, "latent"): series_of(fn).sample_latent(key, value)}
 
     names = _series_names(adapter, observed=True, latent=True)
-    return _per_draw(adapter, samples, key, "latent", names, compute)
+    return _per_draw(
+        adapter, samples, key, "latent", names, compute, model_keys=model_keys
+    )
 
 
-def forecast_draws(adapter, samples: dict, key, horizon: float, num_steps: int):
+def forecast_draws(
+    adapter, samples: dict, key, horizon: float, num_steps: int, model_keys=None
+):
     """Every time series continued ``num_steps`` equal steps to its last time plus
     ``horizon``, one continuation per posterior draw (``{name}_forecast``).
 
@@ -254,5 +275,14 @@ def forecast_draws(adapter, samples: dict, key, horizon: float, num_steps: int):
             )
         }
 
-    values = _per_draw(adapter, samples, key, "forecast", names, compute, raw=True)
+    values = _per_draw(
+        adapter,
+        samples,
+        key,
+        "forecast",
+        names,
+        compute,
+        raw=True,
+        model_keys=model_keys,
+    )
     return values, times

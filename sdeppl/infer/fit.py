@@ -183,6 +183,12 @@ def fit(
         - ``"map"``: posterior mode by L-BFGS from several starts, then a Laplace
           approximation (:mod:`sdeppl.infer.map`): the fast first look. Options
           ``starts=4``, ``steps=500``, ``samples=2000``.
+        - ``"pmmh"``: particle marginal Metropolis-Hastings (:mod:`sdeppl.infer.pmmh`)
+          for models whose likelihood is a particle filter's estimate
+          (``sp.StateSpace(..., method="particle")``): the exact posterior for any
+          number of particles, with latent paths drawn from the accepted particle
+          systems. Options ``chains=4``, ``warmup=1000``, ``samples=2000``,
+          ``thinning=1``, ``target_accept=0.2``.
     seed
         Same seed, same draws.
     posterior_predictive
@@ -240,6 +246,19 @@ def fit(
             f"in the model, or use method {able} (enumerates discrete sites marked "
             "infer={'enumerate': 'parallel'})."
         )
+    estimated_ok = getattr(backend, "estimated_density", False)
+    if adapter.estimated and not estimated_ok:
+        able = [
+            b.name
+            for b in backends().values()
+            if getattr(b, "estimated_density", False)
+        ]
+        raise ValueError(
+            f"fit: observed site(s) {list(adapter.estimated)} have a likelihood "
+            f"estimated by a particle filter (random); method={method!r} needs an "
+            f"exact log-density. Use method {able}, or an exact filter "
+            "(StateSpace method 'kalman', 'ekf' or 'ukf') for Gaussian observations."
+        )
     timing["inspect_s"] = time.perf_counter() - start
     key = jax.random.key(seed)
 
@@ -264,7 +283,14 @@ def fit(
         )
     if latent_paths and series_ok:
         draws.update(
-            timed("latent_s", latent_state_draws, adapter, samples_by_chain, key)
+            timed(
+                "latent_s",
+                latent_state_draws,
+                adapter,
+                samples_by_chain,
+                key,
+                result.model_keys,
+            )
         )
     observed = {
         n: np.asarray(adapter.trace_value(n))
@@ -274,7 +300,11 @@ def fit(
     log_lik, ll_times = {}, {}
     if log_likelihood and observed and series_ok:
         log_lik, ll_times = timed(
-            "log_likelihood_s", pointwise_log_likelihood, adapter, samples_by_chain
+            "log_likelihood_s",
+            pointwise_log_likelihood,
+            adapter,
+            samples_by_chain,
+            result.model_keys,
         )
     predictive = {}
     if posterior_predictive and observed:
@@ -289,6 +319,7 @@ def fit(
                     adapter,
                     samples_by_chain,
                     key,
+                    result.model_keys,
                 )
             )
     forecast_times = {}
@@ -301,6 +332,7 @@ def fit(
             key,
             forecast["horizon"],
             forecast["steps"],
+            result.model_keys,
         )
         predictive.update(values)
     prior = timed("prior_s", prior_draws, adapter, key)
@@ -321,6 +353,7 @@ def fit(
             if np.size(v) <= 64
         },
         "independent_draws": bool(result.independent_draws),
+        "estimated_likelihood": bool(adapter.estimated),
         "backend_checks": [list(row) for row in result.checks],
         "backend_info": dict(result.info),
         "skipped": skipped,

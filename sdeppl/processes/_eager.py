@@ -16,6 +16,7 @@ traced model; JAX arrays (parameters, data, keys) are its arguments.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
 import numpy as np
@@ -67,8 +68,12 @@ def compiled_when_eager(method):
     eagerly once, to find a starting point) it spares compiling every operation on its
     own."""
 
+    signature = inspect.signature(method)
+
     @functools.wraps(method)
-    def wrapper(self, *args):
+    def wrapper(self, *args, **kwargs):
+        if kwargs:  # as positional arguments, so that the cache sees one form
+            args = signature.bind(self, *args, **kwargs).args[1:]
         leaves, treedef = jax.tree_util.tree_flatten(self)
         static_leaves = tuple(
             _Static(x) if isinstance(x, np.ndarray) else None for x in leaves

@@ -169,7 +169,9 @@ class GaussianObservation(Observation):
         if scalar_obs:
             mean, y = mean[..., None], y[..., None]
         k = mean.shape[-1]
-        return gaussian_missing_log_prob(y - mean, self.noise_cov(k, mean.dtype))
+        return gaussian_missing_log_prob(
+            y - mean, self.noise_cov(k, mean.dtype), ~jnp.isnan(y)
+        )
 
     def sample(self, key, x):
         mean = self.mean(x)
@@ -234,7 +236,7 @@ class LinearGaussian(GaussianObservation):
         return H[None, :] if H.ndim == 1 else H
 
 
-def gaussian_missing_log_prob(resid, cov):
+def gaussian_missing_log_prob(resid, cov, observed=None):
     r"""$\log N(r_O; 0, R_{OO})$ over the observed (non-NaN) coordinates $O$ of
     ``resid``.
 
@@ -242,17 +244,23 @@ def gaussian_missing_log_prob(resid, cov):
     by the identity, their residual by 0) and the constant they would add is removed,
     so any pattern of missing values is scored exactly; all missing gives 0.
 
+    ``observed`` (default: the non-NaN entries of ``resid``) may have fewer batch
+    dims than ``resid``: the factorisation is then done once for all of them (many
+    particles scored against one observation).
+
     Shapes
     ------
-    resid: ``(*batch, k)``; cov: ``(*batch, k, k)``; returns ``(*batch,)``.
+    resid: ``(*batch, k)``; cov: ``(*batch, k, k)``; observed: ``(*batch, k)``;
+    returns ``(*batch,)``.
     """
-    observed = ~jnp.isnan(resid)
+    observed = ~jnp.isnan(resid) if observed is None else observed
     both = observed[..., :, None] & observed[..., None, :]
     eye = jnp.eye(resid.shape[-1], dtype=cov.dtype)
     cov = jnp.where(both, cov, eye)
     r = jnp.where(observed, resid, 0.0)
     chol = jnp.linalg.cholesky(cov)
-    z = solve_triangular(chol, r[..., None], lower=True)[..., 0]
+    inverse = solve_triangular(chol, jnp.broadcast_to(eye, chol.shape), lower=True)
+    z = jnp.einsum("...ij,...j->...i", inverse, r)
     half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
     num_observed = jnp.sum(observed, axis=-1)
     return -0.5 * jnp.sum(z * z, axis=-1) - half_logdet - 0.5 * num_observed * _LOG_2PI

@@ -32,7 +32,7 @@ from .observations import as_observation, check_noise_cov
 from .path import Path
 from .sde import SDE
 
-METHODS = ("kalman", "ekf", "ukf")
+METHODS = ("kalman", "ekf", "ukf", "particle")
 
 
 def _gaussian_moments(x0, d: int, dtype):
@@ -132,6 +132,37 @@ class StateSpace(Distribution):
         "_scalar_obs",
     )
 
+    def __new__(cls, *args, **kwargs):
+        # method="particle" builds the particle-filter subclass (its own file)
+        method = kwargs.get("method", args[4] if len(args) > 4 else None)
+        if cls is StateSpace and method == "particle":
+            from .particle_statespace import ParticleStateSpace
+
+            cls = ParticleStateSpace
+        return super().__new__(cls)
+
+    @staticmethod
+    def _check_method(method, sde, obs) -> None:
+        """Reject a method that cannot score this SDE and observation model."""
+        if method not in METHODS:
+            raise ValueError(
+                f"StateSpace: unknown method {method!r}; expected one of {METHODS}."
+            )
+        if not obs.gaussian:
+            raise ValueError(
+                f"StateSpace: method={method!r} needs Gaussian observations "
+                "(sp.LinearGaussian or sp.GaussianObservation); got "
+                f"{type(obs).__name__}. Other observation models need the particle "
+                "filter: method='particle'."
+            )
+        if method == "kalman" and not ("exact" in sde.methods and obs.linear):
+            raise ValueError(
+                "StateSpace: method='kalman' needs a linear SDE (sp.LinearSDE or "
+                "sp.OU) and "
+                f"sp.LinearGaussian observations; got {type(sde).__name__} with "
+                f"{type(obs).__name__}. Use method='ekf' or 'ukf'."
+            )
+
     def __init__(
         self,
         sde: SDE,
@@ -148,25 +179,7 @@ class StateSpace(Distribution):
                 f"StateSpace: sde must be an sdeppl SDE; got {type(sde).__name__}."
             )
         obs = as_observation(obs)
-        if method not in METHODS:
-            raise ValueError(
-                f"StateSpace: unknown method {method!r}; expected one of {METHODS}."
-            )
-        if not obs.gaussian:
-            raise ValueError(
-                f"StateSpace: method={method!r} needs Gaussian observations "
-                "(sp.LinearGaussian or sp.GaussianObservation); got "
-                f"{type(obs).__name__}. Non-Gaussian observation models need a "
-                "particle filter (method='particle', sequential Monte Carlo), which "
-                "sdeppl does not have yet."
-            )
-        if method == "kalman" and not ("exact" in sde.methods and obs.linear):
-            raise ValueError(
-                "StateSpace: method='kalman' needs a linear SDE (sp.LinearSDE or "
-                "sp.OU) and "
-                f"sp.LinearGaussian observations; got {type(sde).__name__} with "
-                f"{type(obs).__name__}. Use method='ekf' or 'ukf'."
-            )
+        self._check_method(method, sde, obs)
         if (
             isinstance(substeps, bool)
             or not isinstance(substeps, int | np.integer)
@@ -198,6 +211,12 @@ class StateSpace(Distribution):
         self.sde, self.ts, self.x0, self.obs = sde, ts, x0, obs
         self.method, self.substeps = method, int(substeps)
         self._state_shape = state_shape
+        if method == "kalman" and sde.transition("exact", state_shape).affine is None:
+            raise ValueError(
+                f"StateSpace: method='kalman' needs a linear SDE; {type(sde).__name__}"
+                "'s exact transition is not Gaussian. Use method='ekf', 'ukf' or "
+                "'particle'."
+            )
         # the latent path's shapes and checks (drift/diffusion shapes, batch) come
         # from Path
         path = self.latent_path()
@@ -265,7 +284,8 @@ class StateSpace(Distribution):
                 k, scalar, h_batch = 1, True, out
             else:
                 k, scalar, h_batch = out[-1], False, out[:-1]
-        check_noise_cov(obs.R, k)
+        if obs.gaussian:
+            check_noise_cov(obs.R, k)
         return k, scalar, tuple(h_batch)
 
     # -- internal pieces ---------------------------------------------------------------
