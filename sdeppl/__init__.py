@@ -50,5 +50,18 @@ from .processes import PathReparam as PathReparam
 from .processes import StateSpace as StateSpace
 from .processes import TimeSeries as TimeSeries
 from .processes import reparam_paths as reparam_paths
+from .solvers import FKSDEResult as FKSDEResult
+from .solvers import ForwardSDE as ForwardSDE
+from .solvers import WeightedSDE as WeightedSDE
+from .solvers import fk_annealed as fk_annealed
+from .solvers import fk_general as fk_general
+from .solvers import fk_geometric as fk_geometric
+from .solvers import fk_product as fk_product
+from .solvers import fk_sde as fk_sde
+from .solvers import log_marginal_dtau as log_marginal_dtau
+from .solvers import reverse_diffusion as reverse_diffusion
+from .solvers import vp_gaussian_score as vp_gaussian_score
+from .solvers import vp_marginal as vp_marginal
+from .solvers import vp_sde as vp_sde
 
 __version__ = "0.1.0"

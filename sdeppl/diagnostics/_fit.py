@@ -48,6 +48,35 @@ class Fit:
     def metadata(self) -> dict:
         return metadata_of(self.idata)
 
+    @property
+    def log_evidence(self) -> tuple[float, float]:
+        r"""The log marginal likelihood $\log p(y) = \log \int p(y \mid \theta)\,
+        p(\theta)\,d\theta$ and its Monte Carlo standard error, as
+        ``(value, standard_error)``, for a method that estimates it
+        (``method="smc"``).
+
+        The standard error is NaN when the run cannot give one (``runs=1``), and both
+        are NaN when the run did not reach the posterior (see :meth:`diagnostics`).
+
+        Raises
+        ------
+        AttributeError
+            If the fit's method gives no evidence (``hasattr(fit, "log_evidence")``
+            is then False).
+        """
+        info = self.metadata.get("backend_info", {})
+        if "log_evidence" not in info:
+            raise AttributeError(
+                f"Fit.log_evidence: method={self.metadata.get('backend')!r} gives no "
+                "log-evidence; fit with method='smc' (adaptive tempered SMC) for one."
+            )
+        value = info["log_evidence"]
+        se = info.get("log_evidence_se")
+        return (
+            float("nan") if value is None else float(value),
+            float("nan") if se is None else float(se),
+        )
+
     def parameter_names(self) -> list[str]:
         """Posterior variables of at most 16 values per draw (parameters, not paths)."""
         post = self.idata.posterior

@@ -225,7 +225,9 @@ def _load_builtin() -> None:
     """Register the built-in backends (their modules register themselves)."""
     from . import map as _map  # noqa: F401
     from . import mcmc as _mcmc  # noqa: F401
+    from . import particle_gibbs as _particle_gibbs  # noqa: F401
     from . import pmmh as _pmmh  # noqa: F401
+    from . import smc as _smc  # noqa: F401
 
 
 #: The independent uses of a run's key: a backend draws from ``"sampler"`` only.

@@ -108,10 +108,32 @@ def _per_draw(
 
     def all_draws(flat, key, seeds):
         keys = jax.random.split(stream_key(key, stream), num_draws)
-        return jax.vmap(one)(flat, keys, seeds)
+        return in_batches(one, (flat, keys, seeds), num_draws)
 
     values = fast_compile_jit(all_draws)(flat, key, seeds)
     return {k: np.asarray(v).reshape(lead + v.shape[1:]) for k, v in values.items()}
+
+
+#: draws computed together: enough to vectorise, few enough that a computation with
+#: large intermediates (a particle filter's history) stays in memory
+BATCH_SIZE = 256
+
+
+def in_batches(fn, args, num: int):
+    """``jax.vmap(fn)(*args)`` over the leading axis ``num`` of ``args``, in batches
+    of :data:`BATCH_SIZE` (one traced copy of ``fn``: the last batch is padded)."""
+    if num <= BATCH_SIZE:
+        return jax.vmap(fn)(*args)
+    batches = -(-num // BATCH_SIZE)
+
+    def batched(a):
+        pad = jnp.concatenate([a, jnp.repeat(a[-1:], batches * BATCH_SIZE - num, 0)])
+        return pad.reshape((batches, BATCH_SIZE) + a.shape[1:])
+
+    out = jax.lax.map(
+        lambda batch: jax.vmap(fn)(*batch), jax.tree_util.tree_map(batched, args)
+    )
+    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:num], out)
 
 
 def pointwise_log_likelihood(adapter, samples: dict, model_keys=None):
@@ -236,12 +258,17 @@ def one_step_predictive_draws(adapter, samples: dict, key, model_keys=None):
 def latent_state_draws(adapter, samples: dict, key, model_keys=None):
     """The hidden path of every time-series site that has one (``has_latent``, e.g.
     :class:`~sdeppl.StateSpace`: forward filtering, backward sampling) given the
-    observations and each posterior draw: ``{name}_latent``."""
+    observations and each posterior draw: ``{name}_latent`` -- unless the backend
+    drew it along its chain (it is then in ``samples``)."""
 
     def compute(name, fn, value, key):
         return {derived_name(name, "latent"): series_of(fn).sample_latent(key, value)}
 
-    names = _series_names(adapter, observed=True, latent=True)
+    names = [
+        n
+        for n in _series_names(adapter, observed=True, latent=True)
+        if derived_name(n, "latent") not in samples
+    ]
     return _per_draw(
         adapter, samples, key, "latent", names, compute, model_keys=model_keys
     )

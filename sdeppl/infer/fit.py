@@ -189,6 +189,13 @@ def fit(
           number of particles, with latent paths drawn from the accepted particle
           systems. Options ``chains=4``, ``warmup=1000``, ``samples=2000``,
           ``thinning=1``, ``target_accept=0.2``.
+        - ``"smc"``: adaptive tempered SMC over the parameters from the prior to the
+          posterior (BlackJAX; :mod:`sdeppl.infer.smc`), which also estimates the
+          log-evidence with its Monte Carlo error (:attr:`Fit.log_evidence`). Options
+          ``particles=1000``, ``runs=4`` (independent runs, one chain each),
+          ``target_ess=0.5``, ``mcmc_steps=10``, ``kernel="rwmh"`` (or ``"hmc"``,
+          ``integration_steps=10``), ``waste_free=False``, ``max_stages=500``,
+          ``samples=None`` (draws per run; all particles).
     seed
         Same seed, same draws.
     posterior_predictive

@@ -321,8 +321,8 @@ def _diagnostics(model, key, evaluate, draws, stats):
     return rows, info
 
 
-def acceptance_row(acceptance: float):
-    """Diagnostics row for the PMMH acceptance rate."""
+def acceptance_row(acceptance: float, label: str = "PMMH acceptance rate"):
+    """Diagnostics row for a Metropolis acceptance rate."""
     if acceptance < 0.05:
         status, advice = (
             "fail",
@@ -335,7 +335,7 @@ def acceptance_row(acceptance: float):
         status, advice = "warn", "outside 0.1-0.5: check the mixing (ESS, traces)"
     else:
         status, advice = "pass", ""
-    return ("PMMH acceptance rate", f"{acceptance:.2f}", status, advice)
+    return (label, f"{acceptance:.2f}", status, advice)
 
 
 def variance_row(variance: float, counts: dict):

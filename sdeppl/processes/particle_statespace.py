@@ -27,6 +27,7 @@ from ..solvers.particle import (
     ancestral_paths,
     backward_sample,
     bootstrap,
+    conditional_smc,
     fixed_lag_means,
     particle_filter,
     take,
@@ -392,6 +393,52 @@ class ParticleStateSpace(StateSpace):
         about 1 or below is what PMMH needs (it scales as ``1 / num_particles``)."""
         keys = jax.random.split(key, num_runs)
         return jnp.var(jnp.stack([self.filter_log_prob(value, k) for k in keys]), 0)
+
+    # -- particle Gibbs ----------------------------------------------------------------
+    def _one_series(self, value, what: str):
+        ys, lead = self._series(value)
+        if lead:
+            raise ValueError(
+                f"StateSpace: {what} takes one series of shape {self.event_shape}; got "
+                f"{jnp.shape(value)}."
+            )
+        fk = self.feynman_kac(ys[0])
+        if fk.log_transition is None:
+            raise ValueError(
+                f"StateSpace: {what} needs the latent transition's density over each "
+                "gap: an SDE with an exact transition, or substeps=1 (Euler–Maruyama "
+                "from one observation time to the next); got "
+                f"{type(self.sde).__name__} with substeps={self.substeps}."
+            )
+        return fk, ys[0]
+
+    def complete_log_prob(self, path, value):
+        r"""$\log p(x_{0:T-1}) + \sum_k \log p(y_k \mid x_k)$: the joint density of a
+        latent path ``(T, *state)`` and one series ``value`` (what parameter updates
+        given the path target in particle Gibbs)."""
+        _, y = self._one_series(value, "complete_log_prob")
+        x = self._internal(jnp.asarray(path, self.ts.dtype))
+        transition = self._latent_transition()
+        ts = jnp.asarray(self.ts)
+        steps = jnp.sum(transition.log_prob(ts[:-1], ts[1:], x[:-1], x[1:]))
+        start = (
+            self.x0.log_prob(self._user(x[0]))
+            if isinstance(self.x0, Distribution)
+            else 0.0
+        )
+        y = y[:, 0] if self._scalar_obs else y
+        observed = jnp.sum(self.obs.log_prob(self._user(x), y, self._scalar_obs))
+        return jnp.sum(start) + steps + observed
+
+    def conditional_path(self, key, value, reference):
+        """One conditional SMC step (:func:`~sdeppl.solvers.particle.conditional_smc`
+        with backward sampling): a new latent path ``(T, *state)`` given the
+        ``reference`` path, leaving the path's posterior given the parameters
+        invariant."""
+        fk, _ = self._one_series(value, "conditional_path")
+        reference = self._internal(jnp.asarray(reference, self.ts.dtype))
+        result = conditional_smc(fk, key, self.num_particles, reference)
+        return self._user(result.path)
 
     # -- time-series protocol ----------------------------------------------------------
     #: its log-density is a random estimate (sdeppl.fit needs a particle backend)

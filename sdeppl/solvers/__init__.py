@@ -14,7 +14,12 @@ Everything here is a function of arrays and PRNG keys, ``jit``- and ``vmap``-abl
   Gaussian moments (:func:`euler_moments`, :func:`local_linear_moments`,
   :func:`affine_discretisation` for linear SDEs, :func:`ou_moments`), scored by
   :func:`gaussian_log_prob` and sampled non-centred by :func:`gaussian_transform`;
-- the modified diffusion bridge (:func:`bridge_moments`) for data augmentation.
+- the modified diffusion bridge (:func:`bridge_moments`) for data augmentation;
+- particle filters on Feynman–Kac models (:mod:`.particle`: :func:`particle_filter`,
+  :func:`bootstrap`, :func:`guided`, backward sampling, :func:`conditional_smc`) with
+  the resamplers of :mod:`.resampling`; Feynman–Kac correctors, weighted SDE
+  samplers for annealed, product and guided targets of score-based diffusions
+  (:mod:`.fkc`: :func:`fk_sde`).
 
 States have shape ``(*batch, d)``; drift closures return the same shape, diffusion
 closures ``(*batch, d)`` (diagonal noise) or ``(*batch, d, m)`` (general noise), wrapped
@@ -32,6 +37,20 @@ from .cir import cir_transition as cir_transition
 from .euler import euler_moments as euler_moments
 from .euler import euler_scale_kind as euler_scale_kind
 from .euler import euler_step as euler_step
+from .fkc import FKSDEResult as FKSDEResult
+from .fkc import ForwardSDE as ForwardSDE
+from .fkc import WeightedSDE as WeightedSDE
+from .fkc import divergence as divergence
+from .fkc import fk_annealed as fk_annealed
+from .fkc import fk_general as fk_general
+from .fkc import fk_geometric as fk_geometric
+from .fkc import fk_product as fk_product
+from .fkc import fk_sde as fk_sde
+from .fkc import log_marginal_dtau as log_marginal_dtau
+from .fkc import reverse_diffusion as reverse_diffusion
+from .fkc import vp_gaussian_score as vp_gaussian_score
+from .fkc import vp_marginal as vp_marginal
+from .fkc import vp_sde as vp_sde
 from .gaussian import gaussian_log_prob as gaussian_log_prob
 from .gaussian import gaussian_transform as gaussian_transform
 from .linear import AffineTransition as AffineTransition
@@ -41,6 +60,15 @@ from .linear import ou_moments as ou_moments
 from .local_linear import drift_jacobian as drift_jacobian
 from .local_linear import local_linear_moments as local_linear_moments
 from .milstein import milstein_step as milstein_step
+from .particle import FeynmanKac as FeynmanKac
+from .particle import ParticleFilterResult as ParticleFilterResult
+from .particle import ancestral_paths as ancestral_paths
+from .particle import backward_sample as backward_sample
+from .particle import bootstrap as bootstrap
+from .particle import conditional_smc as conditional_smc
+from .particle import fixed_lag_means as fixed_lag_means
+from .particle import guided as guided
+from .particle import particle_filter as particle_filter
 from .simulate import fine_grid as fine_grid
 from .simulate import simulate as simulate
 from .sra1 import sra1_increments as sra1_increments

@@ -194,6 +194,29 @@ def test_optimal_proposal_beats_bootstrap_when_observations_are_informative():
     assert abs(np.mean(np.exp(opt)) - 1.0) < 4 * np.std(np.exp(opt)) / np.sqrt(200)
 
 
+def test_auxiliary_filter_with_exact_lookahead():
+    """Look-ahead eta_t(x) = p(y_{t+1} | x_t) in the resampling weights: with
+    bootstrap moves it is unbiased and less noisy; with the optimal proposal too (the
+    fully adapted filter) every weight is equal and the noise is far lower still."""
+    y = simulate_lg(0.5, seed=3)
+    exact = kalman(y, 0.5)[0]
+    y_next = jnp.asarray(np.append(y[1:], 0.0))
+
+    def log_lookahead(t, x):
+        var = SIGMA_X**2 + 0.5**2
+        return -0.5 * ((y_next[t] - RHO * x) ** 2 / var + np.log(2 * np.pi * var))
+
+    boot = lg_bootstrap(y, 0.5)
+    plain = evidence_runs(boot, 100, 400) - exact
+    aux = evidence_runs(boot._replace(log_lookahead=log_lookahead), 100, 400) - exact
+    assert aux.var() < 0.8 * plain.var()
+    assert abs(np.mean(np.exp(aux)) - 1.0) < 4 * np.std(np.exp(aux)) / np.sqrt(400)
+    adapted = lg_optimal(y, 0.5)._replace(log_lookahead=log_lookahead)
+    full = evidence_runs(adapted, 100, 400) - exact
+    assert full.var() < 0.1 * plain.var()
+    assert abs(np.mean(np.exp(full)) - 1.0) < 4 * np.std(np.exp(full)) / np.sqrt(400)
+
+
 def test_impossible_observation_gives_minus_infinity_not_nan(lg_data):
     y, _ = lg_data
     fk = lg_bootstrap(y, 1.0)
