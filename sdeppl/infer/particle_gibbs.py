@@ -32,7 +32,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 from numpyro.distributions import Distribution
 from numpyro.infer.util import potential_energy
 from numpyro.primitives import Messenger
@@ -48,7 +47,16 @@ from ._backend import (
 )
 from ._model import as_numpy
 from .hmc import _progress_callback
-from .pmmh import Adaptation, acceptance_row, adapt, evaluator, initial_states
+from .pmmh import (
+    Adaptation,
+    acceptance_row,
+    adapt,
+    evaluator,
+    filter_summary,
+    initial_states,
+    on_devices,
+    particle_sites,
+)
 
 
 class _CompleteData(Distribution):
@@ -88,16 +96,6 @@ class GibbsState(NamedTuple):
     paths: dict  # site -> (T, *state)
 
 
-def _sites(model, z, key) -> dict:
-    """``{name: (distribution, observed value)}`` of the particle sites at ``z``."""
-    seeded = numpyro.handlers.seed(model.model, key)
-    values = model.constrain(z)
-    tr = numpyro.handlers.trace(
-        numpyro.handlers.substitute(seeded, data=values)
-    ).get_trace(*model.args, **model.kwargs)
-    return {name: (tr[name]["fn"], tr[name]["value"]) for name in model.estimated}
-
-
 def conditional_logdensity(model, z, paths: dict):
     """$\\log p(\\theta, x, y)$ at the unconstrained ``z`` with the paths given."""
     given = _GivenPaths(model.model, paths)
@@ -113,7 +111,7 @@ def _chain(model, key, position, options, progress, chain_id):
     paths = {
         name: fn.sample_latent(jax.random.fold_in(key_init, i), value)
         for i, (name, (fn, value)) in enumerate(
-            _sites(model, position, key_init).items()
+            particle_sites(model, position, key_init).items()
         )
     }
     state = GibbsState(position, conditional_logdensity(model, position, paths), paths)
@@ -126,7 +124,7 @@ def _chain(model, key, position, options, progress, chain_id):
     )
 
     def update_paths(key, state):
-        sites = _sites(model, state.position, key)
+        sites = particle_sites(model, state.position, key)
         paths = {
             name: fn.conditional_path(
                 jax.random.fold_in(key, i), value, state.paths[name]
@@ -247,20 +245,21 @@ class _ParticleGibbs:
                 flush=True,
             )
         key = stream_key(key, "sampler")
-        key_init, key_run = jax.random.split(key)
+        key_init, key_run, key_check = jax.random.split(key, 3)
         evaluate = evaluator(model.seeded_logdensity)
         starts = initial_states(key_init, evaluate, options["chains"], dim, dtype)
 
         def run(key, positions):
-            keys = jax.random.split(key, options["chains"])
-            ids = jnp.arange(options["chains"])
+            keys = jax.random.split(key, positions.shape[0])
+            ids = jnp.arange(positions.shape[0])
             (draws, paths, accept, lp), tuning = jax.vmap(
                 lambda k, z, c: _chain(model, k, z, options, callback, c)
             )(keys, positions, ids)
             constrained = jax.vmap(jax.vmap(model.constrain))(draws)
-            return constrained, paths, accept, lp, tuning
+            return constrained, paths, accept, lp, tuning, draws
 
-        constrained, paths, accept, lp, tuning = fast_compile_jit(run)(
+        run = on_devices(run, options["chains"])
+        constrained, paths, accept, lp, tuning, positions = fast_compile_jit(run)(
             key_run, starts.position
         )
         draws = as_numpy(constrained)
@@ -268,16 +267,15 @@ class _ParticleGibbs:
             {derived_name(name, "latent"): np.asarray(p) for name, p in paths.items()}
         )
         acceptance = float(np.mean(accept))
+        median = jnp.median(jnp.reshape(positions, (-1, dim)), axis=0)
+        rows, filters = filter_summary(model, median, key_check)
+        label = "parameter acceptance rate (given the paths)"
         return BackendResult(
             draws,
             {"acceptance_rate": np.asarray(accept), "lp": np.asarray(lp)},
             as_numpy(tuning),
-            (
-                acceptance_row(
-                    acceptance, "parameter acceptance rate (given the paths)"
-                ),
-            ),
-            {"acceptance_rate": acceptance},
+            (acceptance_row(acceptance, label), *rows),
+            {"acceptance_rate": acceptance, "particle_filter": filters},
         )
 
 

@@ -30,6 +30,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from .._xla import fast_compile_jit
 from ._backend import (
@@ -291,8 +294,10 @@ class _PMMH:
                 progress=callback,
             )
             constrained = jax.vmap(jax.vmap(model.constrain))(draws)
+            tuning = jax.tree_util.tree_map(lambda a: a[None], tuning)  # per device
             return constrained, model_keys, stats, tuning, draws
 
+        run = on_devices(run, options["chains"])
         constrained, model_keys, stats, tuning, draws = fast_compile_jit(run)(
             key_run, states
         )
@@ -308,17 +313,102 @@ class _PMMH:
         )
 
 
+def on_devices(fn, num_chains: int):
+    """``fn(key, batched)``, whose arguments and outputs have the chain axis first,
+    with the chains split across the local devices when there are several (each
+    device runs its share vectorised, with the key folded by the device's index;
+    :func:`sdeppl.configure` makes one device per CPU core). Outputs that are not
+    per chain must come back with a leading axis of one per device."""
+    devices = jax.local_devices()
+    num_devices = max(d for d in range(1, len(devices) + 1) if num_chains % d == 0)
+    if num_devices == 1:
+        return fn
+
+    def local(key, batched):
+        return fn(jax.random.fold_in(key, jax.lax.axis_index("chain")), batched)
+
+    mesh = Mesh(np.asarray(devices[:num_devices]), ("chain",))
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(), P("chain")),
+        out_specs=P("chain"),
+        check_vma=False,
+    )
+
+
 def _diagnostics(model, key, evaluate, draws, stats):
-    """Acceptance and the likelihood estimate's variance over :data:`BATCH`
-    independent runs at the posterior median: rows for the diagnostics table."""
+    """Acceptance, the likelihood estimate's variance over :data:`BATCH` independent
+    runs at the posterior median, and each filter's ESS per time step there: rows
+    for the diagnostics table and the run's facts."""
     acceptance = float(np.mean(stats["acceptance_rate"]))
     median = jnp.median(jnp.reshape(draws, (-1, draws.shape[-1])), axis=0)
-    keys = jax.vmap(_raw)(jax.random.split(key, BATCH))
+    key_runs, key_filter = jax.random.split(key)
+    keys = jax.vmap(_raw)(jax.random.split(key_runs, BATCH))
     runs = evaluate(jnp.broadcast_to(median, (BATCH,) + median.shape), keys)
     variance = float(np.var(np.asarray(runs)))
-    rows = (acceptance_row(acceptance), variance_row(variance, particle_counts(model)))
-    info = {"acceptance_rate": acceptance, "log_likelihood_variance": variance}
+    rows, filters = filter_summary(model, median, key_filter)
+    rows = (
+        acceptance_row(acceptance),
+        variance_row(variance, particle_counts(model)),
+        *rows,
+    )
+    info = {
+        "acceptance_rate": acceptance,
+        "log_likelihood_variance": variance,
+        "particle_filter": filters,
+    }
     return rows, info
+
+
+def particle_sites(model, z, key) -> dict:
+    """``{name: (distribution, observed value)}`` of the model's particle-filter
+    sites at the unconstrained position ``z`` (the model traced under ``seed(key)``)."""
+    seeded = numpyro.handlers.seed(model.model, key)
+    tr = numpyro.handlers.trace(
+        numpyro.handlers.substitute(seeded, data=model.constrain(z))
+    ).get_trace(*model.args, **model.kwargs)
+    return {name: (tr[name]["fn"], tr[name]["value"]) for name in model.estimated}
+
+
+def filter_summary(model, z, key):
+    """Each particle site's filter at ``z``: the smallest ESS per time step over its
+    series (as a fraction of the particles) and the resampling count, as diagnostics
+    rows and as facts for the report's figure."""
+    rows, facts = [], {}
+    for name, (fn, value) in particle_sites(model, z, key).items():
+        result = fn.filter(value, key)
+        num_steps = len(fn.ts)
+        fraction = np.asarray(result.ess).reshape(-1, num_steps).min(0)
+        fraction = fraction / fn.num_particles
+        resampled = int(np.asarray(result.resampled).sum())
+        worst = int(np.argmin(fraction))
+        facts[name] = {
+            "time": np.asarray(fn.ts).round(6).tolist(),
+            "ess_fraction": fraction.round(4).tolist(),
+            "resampled": np.asarray(result.resampled)
+            .reshape(-1, num_steps)
+            .any(0)
+            .tolist(),
+            "num_particles": fn.num_particles,
+        }
+        value = (
+            f"min {fraction[worst]:.2f} N at t = {float(fn.ts[worst]):.4g}; "
+            f"{resampled} resamplings in {num_steps} steps"
+        )
+        if fraction[worst] < 0.02:
+            status, advice = (
+                "warn",
+                (
+                    "the weights collapse at an observation the particles cannot "
+                    "explain (an outlier, or a model that misses it): more particles, "
+                    "or check the model there"
+                ),
+            )
+        else:
+            status, advice = "pass", "the particles follow the data"
+        rows.append((f"particle ESS per step ({name})", value, status, advice))
+    return rows, facts
 
 
 def acceptance_row(acceptance: float, label: str = "PMMH acceptance rate"):
@@ -356,8 +446,6 @@ def variance_row(variance: float, counts: dict):
 def particle_counts(model) -> dict:
     """``{site: num_particles}`` of the model's particle-filter sites (one eager
     trace of the model's structure; nothing is filtered)."""
-    import numpyro
-
     found = {}
 
     def run():

@@ -272,6 +272,16 @@ def render_report(fit, *, title: str | None = None) -> str:
                     f"<h3><code>{html.escape(name)}</code></h3>",
                     _img(png, f"path {name}"),
                 ]
+    filters = meta.get("backend_info", {}).get("particle_filter")
+    if filters:
+        parts += [
+            "<h2>Particle filter</h2>",
+            "<p>The filter at the posterior median: its effective sample size after "
+            "each observation, as a fraction of the particles (dips mark "
+            "observations the particles could barely explain), and where it "
+            "resampled (when the ESS fell below the dashed line).</p>",
+            _img(_plots.particle_filter_figure(filters), "particle filter ESS"),
+        ]
     if var_names:
         parts += [
             "<h2>Traces and ranks</h2>",

@@ -217,3 +217,30 @@ def trace_figure(idata, var_names) -> str:
     axes[-1, 1].set_xlabel("rank among all draws", fontsize=9)
     fig.tight_layout()
     return to_png(fig)
+
+
+def particle_filter_figure(facts: dict) -> str:
+    """Each particle-filter site's effective sample size per time step (a fraction
+    of the particles) at the posterior median, with the resampling times marked."""
+    fig = Figure(figsize=(8, 2.2 * len(facts)), layout="constrained")
+    axes = fig.subplots(len(facts), 1, squeeze=False)[:, 0]
+    for ax, (name, site) in zip(axes, facts.items(), strict=True):
+        t = np.asarray(site["time"])
+        fraction = np.asarray(site["ess_fraction"])
+        ax.plot(t, fraction, color=BAND_COLOUR, lw=1.0, label="ESS / N")
+        marks = np.asarray(site["resampled"], bool)
+        ax.plot(
+            t[marks],
+            np.zeros(marks.sum()),
+            "|",
+            color=FORECAST_COLOUR,
+            ms=8,
+            label="resampled",
+        )
+        ax.axhline(0.5, color="grey", ls="--", lw=0.8)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("time")
+        ax.set_ylabel("ESS / N")
+        ax.set_title(f"{name}: {site['num_particles']} particles", fontsize=10)
+        ax.legend(loc="lower right", fontsize=8, frameon=False)
+    return to_png(fig)
