@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
@@ -182,6 +183,20 @@ def _ou_kalman(method):
         )
 
     return make
+
+
+def _ou_counts_particle(p):
+    """Poisson counts of an OU log-intensity, likelihood by a particle filter (its
+    estimate fixed by the key: jit, vmap and the pytree round trip reproduce it)."""
+    return sp.StateSpace(
+        sp.OU(p["theta"], p["mu"], p["sigma"]),
+        TS,
+        x0=dist.Normal(p["m0"], 0.5),
+        obs=lambda x: dist.Poisson(jnp.exp(x)),
+        method="particle",
+        num_particles=64,
+        key=jax.random.key(0),
+    )
 
 
 def _ou_obs_final_moments(p):
@@ -400,6 +415,17 @@ CASES = [
         0.0,
         FILTERED,
         missing=(2,),
+    ),
+    Case(
+        "ou-counts-particle-missing",
+        _ou_counts_particle,
+        {"theta": 1.2, "mu": 1.0, "sigma": 0.5, "m0": 1.0},
+        None,
+        None,
+        None,
+        0.0,
+        frozenset({"jit", "vmap", "series"}),  # an estimate: no FD gradients
+        missing=(3,),
     ),
     Case(
         "cir-exact",

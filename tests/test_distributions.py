@@ -23,7 +23,7 @@ def _params(case):
 def _observed(case, d, x):
     """``x`` with the case's missing time points set to NaN (a concrete NumPy array,
     as observed data are)."""
-    x = np.array(x)
+    x = np.array(x, dtype=float)  # NaN marks missing: counts become floats
     if case.missing:
         time_axis = x.ndim - len(d.event_shape)
         index = [slice(None)] * x.ndim

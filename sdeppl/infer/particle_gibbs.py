@@ -17,7 +17,8 @@ variance near 1 (a few dozen particles usually do), but the chain mixes slowly w
 the parameters and the path are strongly dependent (e.g. a diffusion coefficient and
 a finely observed path). The paths are part of the chain, and come back as
 ``{name}_latent`` draws. Needs the transition density over each gap (an exact
-transition, or ``substeps=1``).
+transition, or ``substeps=1``). A model without particle sites gets step 2 alone
+(adaptive random-walk Metropolis).
 
 The random-walk proposal adapts during the warm-up as in :mod:`sdeppl.infer.pmmh`
 (Robbins–Monro scale, covariance of the chain's own warm-up draws); chains run
@@ -108,8 +109,8 @@ def _chain(model, key, position, options, progress, chain_id):
     num_warmup, updates = options["warmup"], options["updates"]
     total = num_warmup + options["samples"] * options["thinning"]
     key_init, key_run = jax.random.split(key)
-    paths = {
-        name: fn.sample_latent(jax.random.fold_in(key_init, i), value)
+    paths = {  # a draw from the prior: the first conditional SMC steps forget it
+        name: fn.latent_path().sample(jax.random.fold_in(key_init, i))
         for i, (name, (fn, value)) in enumerate(
             particle_sites(model, position, key_init).items()
         )
@@ -228,11 +229,6 @@ class _ParticleGibbs:
         )
 
     def run(self, model, key, options, progress):
-        if not model.estimated:
-            raise ValueError(
-                "fit: method='particle_gibbs' samples the latent paths of "
-                "sp.StateSpace(..., method='particle') sites; this model has none."
-            )
         dim, dtype = model.dim_and_dtype()
         total = options["warmup"] + options["samples"] * options["thinning"]
         callback = _progress_callback(

@@ -204,13 +204,7 @@ def test_particle_gibbs_with_ten_particles_matches_the_exact_posterior(lg_exact)
     assert np.all(np.abs(drawn.std(0) / reference.std(0) - 1) < 0.1)
 
 
-def test_particle_gibbs_needs_particle_sites_and_transition_densities():
-    def no_particles(y):
-        m = numpyro.sample("m", dist.Normal(0.0, 1.0))
-        numpyro.sample("y", dist.Normal(m, 1.0), obs=y)
-
-    with pytest.raises(ValueError, match="method='particle'"):
-        sp.fit(no_particles, np.zeros(3), method="particle_gibbs", progress=False)
+def test_particle_gibbs_needs_transition_densities():
     euler = sp.StateSpace(
         sp.SDE(lambda t, x: -x, lambda t, x: jnp.ones_like(x)),
         TS_LG,
