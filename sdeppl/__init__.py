@@ -62,6 +62,7 @@ from .solvers import log_marginal_dtau as log_marginal_dtau
 from .solvers import reverse_diffusion as reverse_diffusion
 from .solvers import vp_gaussian_score as vp_gaussian_score
 from .solvers import vp_marginal as vp_marginal
+from .solvers import vp_marginal_var as vp_marginal_var
 from .solvers import vp_sde as vp_sde
 
 __version__ = "0.1.0"

@@ -44,6 +44,24 @@ def int_option(default: int, minimum: int, help: str) -> Option:
     return Option(default, check, help)
 
 
+def optional_int_option(default: int | None, minimum: int, help: str) -> Option:
+    """An integer option ``>= minimum``, or ``None`` (the method's own choice)."""
+
+    as_int = int_option(minimum, minimum, help).check
+
+    def check(value):
+        if value is None:
+            return None
+        try:
+            return as_int(value)
+        except ValueError:
+            raise ValueError(
+                f"must be None or an int >= {minimum}; got {value!r}"
+            ) from None
+
+    return Option(default, check, help)
+
+
 def float_option(default: float, low: float, high: float, help: str) -> Option:
     """A float option in the open interval ``(low, high)``."""
 

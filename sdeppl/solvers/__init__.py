@@ -50,6 +50,7 @@ from .fkc import log_marginal_dtau as log_marginal_dtau
 from .fkc import reverse_diffusion as reverse_diffusion
 from .fkc import vp_gaussian_score as vp_gaussian_score
 from .fkc import vp_marginal as vp_marginal
+from .fkc import vp_marginal_var as vp_marginal_var
 from .fkc import vp_sde as vp_sde
 from .gaussian import gaussian_log_prob as gaussian_log_prob
 from .gaussian import gaussian_transform as gaussian_transform

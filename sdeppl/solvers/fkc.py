@@ -21,9 +21,9 @@ $$G_\tau = \partial_\tau \log \tilde p_\tau + \nabla\cdot v_\tau
 - \tfrac{\sigma_\tau^2}{2}\big(\Delta \log \tilde p_\tau
 + \lVert \nabla \log \tilde p_\tau \rVert^2\big).$$
 
-It makes the weighted law $\mu_\tau(dx) = E[e^{A_\tau} \mid X_\tau \in dx]$ solve the
-same Fokker–Planck equation as $\tilde p_\tau / Z_0$, so for $X_0 \sim p_0 =
-\tilde p_0 / Z_0$
+It makes the weighted law $\mu_\tau(dx) = E[e^{A_\tau}; X_\tau \in dx] =
+E[e^{A_\tau} \mathbf{1}_{dx}(X_\tau)]$ solve the same Fokker–Planck equation as
+$\tilde p_\tau / Z_0$, so for $X_0 \sim p_0 = \tilde p_0 / Z_0$
 
 $$\frac{E[\varphi(X_\tau) e^{A_\tau}]}{E[e^{A_\tau}]} = E_{p_\tau}[\varphi],
 \qquad E[e^{A_\tau}] = Z_\tau / Z_0 .$$
@@ -48,7 +48,8 @@ $\tau_0 < \dots < \tau_K$, accumulates $A$ (Euler or trapezoidal rule), resample
 when the effective sample size drops below a threshold (or every step, or every $k$
 steps), resetting $A = 0$, and estimates $\log Z_{\tau_K} / Z_{\tau_0}$ by the standard
 SMC rule: $\log \hat Z \mathrel{+}= \log \frac1N \sum_i e^{A^i}$ at every resampling
-and at the end. The noising schedule of Song et al. (2021) is :func:`vp_sde`.
+and at the end. The noising schedule of Song et al. (2021) is :func:`vp_sde`, its
+marginals :func:`vp_marginal` and :func:`vp_marginal_var`.
 
 Shapes: one particle is ``(d,)``; user functions (scores, drifts, rates) act on one
 particle and are ``vmap``-ped over the ``(N, d)`` particle array; ``taus: (K + 1,)``.
@@ -238,14 +239,28 @@ def fk_general(
     score: $\nabla \log \tilde p_\tau(x) \to (d,)$ and
     log_target_dtau: $\partial_\tau \log \tilde p_\tau(x) \to ()$ (for targets built
         from scores, :func:`log_marginal_dtau` gives it by Fokker–Planck).
-    hutchinson: estimate the divergences by Hutchinson's estimator (unbiased, for
-        high dimension) with the rate's key, instead of the exact Jacobian trace.
+    hutchinson: estimate the divergences by Hutchinson's estimator (for high
+        dimension) with the rate's key, instead of the exact Jacobian trace. The
+        estimate $\hat G$ of the rate is unbiased, but the weights it feeds are not:
+        $E[e^{h \hat G}] \ge e^{h G}$ (Jensen), a factor of about $1 +
+        \tfrac{h^2}{2} \operatorname{Var} \hat G$ per step of size $h$, so the
+        evidence estimate $\hat Z$ is biased upwards, and weighted averages
+        are biased too (more probes and finer steps reduce this; the ``clip`` of
+        :func:`fk_sde` adds its own bias).
     num_probes: Rademacher probes per Hutchinson estimate.
 
     Raises
     ------
     ValueError: if neither or both of ``log_target`` and (``score``,
         ``log_target_dtau``) are given.
+
+    Notes
+    -----
+    ``log_target`` is differentiated in $\tau$ on the whole grid, endpoints included:
+    build it from pieces that are smooth there. For VP marginals take the variance
+    from :func:`vp_marginal_var`, not $\sigma_t^2$ from :func:`vp_marginal`
+    ($\sigma_t$ has an infinite derivative at $t = 0$, so autodiff gives NaN at
+    $\tau = 1$, and the trapezoid rule then gives every particle weight zero).
     """
     owner = "fk_general"
     _check_callable(owner, drift=drift, diffusion=diffusion)
@@ -298,9 +313,23 @@ def vp_beta(t, beta_min: float = 0.1, beta_max: float = 20.0):
 def vp_marginal(t, beta_min: float = 0.1, beta_max: float = 20.0):
     r"""$(\alpha_t, \sigma_t)$ of the VP SDE: $x_t = \alpha_t x_0 + \sigma_t
     \varepsilon$, $\log \alpha_t = -\tfrac12 \beta_0 t - \tfrac14 t^2 (\beta_1 -
-    \beta_0)$, $\sigma_t^2 = 1 - \alpha_t^2$."""
+    \beta_0)$, $\sigma_t^2 = 1 - \alpha_t^2$.
+
+    $\sigma_t \approx \sqrt{\beta_0 t}$ near $t = 0$: its $t$-derivative is infinite
+    there, so autodiff in $t$ of anything built from it (even of $\sigma_t^2$) is NaN
+    at $t = 0$. To differentiate in time use :func:`vp_marginal_var`."""
+    alpha, var = vp_marginal_var(t, beta_min, beta_max)
+    return alpha, jnp.sqrt(var)
+
+
+def vp_marginal_var(t, beta_min: float = 0.1, beta_max: float = 20.0):
+    r"""$(\alpha_t, \sigma_t^2)$ of the VP SDE (:func:`vp_marginal`), the variance
+    $\sigma_t^2 = 1 - \alpha_t^2 = -\operatorname{expm1}(2 \log \alpha_t)$ computed
+    without a square root: smooth in $t$, $t = 0$ included (where $\partial_t
+    \sigma_t^2 = \beta_0$). Use it in anything differentiated in time, e.g. a
+    closed-form $\log q_t$ for :func:`fk_general`."""
     log_alpha = -0.5 * beta_min * t - 0.25 * t**2 * (beta_max - beta_min)
-    return jnp.exp(log_alpha), jnp.sqrt(-jnp.expm1(2.0 * log_alpha))
+    return jnp.exp(log_alpha), -jnp.expm1(2.0 * log_alpha)
 
 
 def vp_sde(beta_min: float = 0.1, beta_max: float = 20.0) -> ForwardSDE:
@@ -331,12 +360,13 @@ def vp_sde(beta_min: float = 0.1, beta_max: float = 20.0) -> ForwardSDE:
 def vp_gaussian_score(mean, var, beta_min: float = 0.1, beta_max: float = 20.0):
     r"""The exact score $s_t(x) = -(x - \alpha_t m) / (\alpha_t^2 v + \sigma_t^2)$ of
     the VP marginals of Gaussian data $N(m, \operatorname{diag} v)$, as
-    ``s(t, x) -> (d,)`` (``mean``, ``var``: ``(d,)`` or scalars)."""
+    ``s(t, x) -> (d,)`` (``mean``, ``var``: ``(d,)`` or scalars); smooth in $t$ on
+    $[0, 1]$ (it takes $\sigma_t^2$ from :func:`vp_marginal_var`)."""
     mean, var = jnp.asarray(mean), jnp.asarray(var)
 
     def score(t, x):
-        alpha, sigma = vp_marginal(t, beta_min, beta_max)
-        return -(x - alpha * mean) / (alpha**2 * var + sigma**2)
+        alpha, noise_var = vp_marginal_var(t, beta_min, beta_max)
+        return -(x - alpha * mean) / (alpha**2 * var + noise_var)
 
     return score
 
@@ -579,10 +609,23 @@ def _check_inputs(sde, x0, taus, owner: str = "fk_sde") -> None:
     _check_shapes(owner, sde, x0, taus)
 
 
+def _float_dtype(x0, taus):
+    """The dtype the sampler runs in: the common floating dtype of ``x0`` and
+    ``taus`` (float32 particles on a float64 grid run in float64)."""
+    arrays = (np.asarray(v) if isinstance(v, list | tuple) else v for v in (x0, taus))
+    return jnp.result_type(*arrays, 1.0)
+
+
+def _as_float(x0, taus):
+    dtype = _float_dtype(x0, taus)
+    return jnp.asarray(x0, dtype), jnp.asarray(taus, dtype)
+
+
 def _check_shapes(owner, sde, x0, taus) -> None:
     """The drift must return the state's shape, sigma and G scalars."""
-    x = jax.ShapeDtypeStruct(jnp.shape(x0)[1:], jnp.result_type(x0))
-    tau = jax.ShapeDtypeStruct((), jnp.result_type(taus))
+    dtype = _float_dtype(x0, taus)
+    x = jax.ShapeDtypeStruct(jnp.shape(x0)[1:], dtype)
+    tau = jax.ShapeDtypeStruct((), dtype)
     key = jax.eval_shape(lambda: jax.random.key(0))
     calls = {
         "drift": (sde.drift, (tau, x), x.shape),
@@ -604,13 +647,30 @@ def _check_shapes(owner, sde, x0, taus) -> None:
             )
 
 
-def _centre_and_clip(increments, clip: float):
-    """Increments minus their mean over the finite ones, clipped to ``[-clip, clip]``;
-    and that mean (added to the evidence, so that centring alone changes nothing)."""
+def _centre_and_clip(increments, log_w, clip: float):
+    """Increments minus their mean over the finite increments of live particles
+    (finite ``log_w``), clipped to ``[-clip, clip]``; and that mean (added to the
+    evidence, so that centring alone changes nothing). A non-finite increment (an
+    impossible particle, ``-inf``) is neither counted in the mean nor clipped."""
     finite = jnp.isfinite(increments)
-    count = jnp.maximum(jnp.sum(finite), 1)
-    shift = jnp.sum(jnp.where(finite, increments, 0.0)) / count
-    return jnp.clip(increments - shift, -clip, clip), shift
+    counted = finite & jnp.isfinite(log_w)
+    count = jnp.maximum(jnp.sum(counted), 1)
+    shift = jnp.sum(jnp.where(counted, increments, 0.0)) / count
+    clipped = jnp.clip(increments - shift, -clip, clip)
+    return jnp.where(finite, clipped, increments), shift
+
+
+def _finite_states(x):
+    """``(N,)``: whether each particle of ``x: (N, d)`` is finite."""
+    return jnp.all(jnp.isfinite(x), axis=-1)
+
+
+def _impossible_if_not_finite(values, ok=True):
+    """``values`` where ``ok`` and ``values`` is finite or ``-inf``; ``-inf`` (weight
+    zero) elsewhere: NaN and ``+inf`` mean an impossible or blown-up particle, never
+    an infinitely likely one."""
+    keep = ok & (jnp.isfinite(values) | (values == -jnp.inf))
+    return jnp.where(keep, values, -jnp.inf)
 
 
 def _resample_now(options: _Options, tunables: _Tunables, step, ess_value, num: int):
@@ -622,7 +682,7 @@ def _resample_now(options: _Options, tunables: _Tunables, step, ess_value, num: 
 def _fk_sde(
     key, sde: WeightedSDE, x0, taus, tunables: _Tunables, options: _Options
 ) -> FKSDEResult:
-    num_particles = x0.shape[0]
+    num_particles, dtype = x0.shape[0], x0.dtype
     resample = get_resampler(options.resampling, "fk_sde")
     drifts = jax.vmap(sde.drift, in_axes=(None, 0))
     rates = jax.vmap(sde.log_weight_rate, in_axes=(0, None, 0))
@@ -630,10 +690,9 @@ def _fk_sde(
 
     def rate(key_rate, tau, x):
         keys = jax.random.split(key_rate, num_particles)
-        values = rates(keys, tau, x)
+        values = rates(keys, tau, x).astype(dtype)
         # an impossible or blown-up particle gets weight zero, never NaN
-        ok = jnp.all(jnp.isfinite(x), axis=-1) & ~jnp.isnan(values)
-        return jnp.where(ok, values, -jnp.inf)
+        return _impossible_if_not_finite(values, _finite_states(x))
 
     def step(carry, inputs):
         x, log_w, log_z = carry
@@ -641,15 +700,18 @@ def _fk_sde(
         key_move, key_rate0, key_rate1, key_resample = jax.random.split(key_step, 4)
         h = tau1 - tau0
         rate0 = rate(key_rate0, tau0, x)
-        noise = jax.random.normal(key_move, x.shape, x.dtype)
-        x = x + drifts(tau0, x) * h + sde.diffusion(tau0) * jnp.sqrt(h) * noise
+        noise = jax.random.normal(key_move, x.shape, dtype)
+        move = drifts(tau0, x) * h + sde.diffusion(tau0) * jnp.sqrt(h) * noise
+        x = (x + move).astype(dtype)
         if options.weight_rule == "trapezoid":
             increment = 0.5 * h * (rate0 + rate(key_rate1, tau1, x))
         else:
             increment = h * rate0
-        increment = jnp.where(jnp.isnan(increment), -jnp.inf, increment)
+        # a particle that left the finite states during the move is dead too (the
+        # Euler rule only looks at the state before it)
+        increment = _impossible_if_not_finite(increment, _finite_states(x))
         if options.clip:
-            increment, shift = _centre_and_clip(increment, tunables.clip)
+            increment, shift = _centre_and_clip(increment, log_w, tunables.clip)
             log_z = log_z + shift
         log_w = log_w + increment
         log_z_now = log_z + normalise(log_w)[1] - log_n
@@ -675,8 +737,8 @@ def _fk_sde(
         taus[1:],
         jax.random.split(key, num_steps),
     )
-    log_w0 = jnp.zeros(num_particles, jnp.result_type(x0, taus))
-    log_z0 = jnp.zeros((), log_w0.dtype)
+    log_w0 = jnp.zeros(num_particles, dtype)
+    log_z0 = jnp.zeros((), dtype)
     (x, log_w, _), (log_z_path, esses, flags) = jax.lax.scan(
         step, (x0, log_w0, log_z0), inputs
     )
@@ -721,8 +783,17 @@ def fk_sde(
     $A$ is reset to 0. With $X_0 \sim p_0 = \tilde p_{\tau_0} / Z_{\tau_0}$ the
     weighted particles at $\tau_K$ target $p_{\tau_K}$ and ``log_evidence`` estimates
     $\log Z_{\tau_K} / Z_{\tau_0}$ (the estimate of $Z$ is unbiased up to the time
-    discretisation). A particle whose state or rate is not finite gets weight zero; if
-    all do, the log-evidence is $-\infty$ (never NaN).
+    discretisation, for exact rates and without ``clip``; Hutchinson rates and
+    clipping add bias).
+
+    A particle is impossible, with weight zero ($A = -\infty$) from then on, when its
+    state is not finite (before or after a move, under both weight rules) or its
+    rate $G$ is $-\infty$, NaN or $+\infty$ (a NaN or $+\infty$ rate signals a
+    blow-up, never an infinitely likely particle). Clipping never revives one. If
+    all particles are impossible, the log-evidence is $-\infty$ (never NaN).
+
+    ``x0`` and ``taus`` are cast to their common floating dtype (float32 particles on
+    a float64 grid run in float64), and the drift's and rate's values to that dtype.
 
     Parameters
     ----------
@@ -740,9 +811,10 @@ def fk_sde(
     resampling: the scheme of :mod:`~sdeppl.solvers.resampling`: ``"systematic"``,
         ``"stratified"``, ``"multinomial"`` or ``"residual"``.
     clip: None (default), or $c > 0$: each step's increments $\Delta A$ are centred
-        (their mean goes into the evidence) and clipped to $[-c, c]$ -- a *biased*
-        stabiliser used for guided image models; off unless asked for. Whether
-        to clip is static, the value $c$ is traced.
+        (minus their mean over the live particles' finite increments, which goes
+        into the evidence) and clipped to $[-c, c]$; a $-\infty$ increment stays
+        $-\infty$. A *biased* stabiliser used for guided image models; off unless
+        asked for. Whether to clip is static, the value $c$ is traced.
     weight_rule: ``"euler"`` or ``"trapezoid"``.
 
     Returns
@@ -765,8 +837,10 @@ def fk_sde(
     Examples
     --------
     Classifier-free guidance with weight 2 between Gaussian data $N(0, 2)$
-    (unconditional) and $N(1, 1)$ (conditional): the target $q_u^{-1} q_c^2$ is
-    $N(4/3, 2/3)$ with $\log Z_0 = 0.477$ (and $Z_1 \approx 1$):
+    (unconditional) and $N(1, 1)$ (conditional): at $\tau = 1$ (the data, $t = 0$)
+    the target $q_u^{-1} q_c^2$ is $N(4/3, 2/3)$ with $\log Z_1 = 0.477$; at $\tau = 0$
+    both noised laws are about $N(0, 1)$, so $Z_0 \approx 1$ and ``log_evidence``
+    $\approx 0.477$:
 
     >>> import jax, jax.numpy as jnp
     >>> from sdeppl.solvers.fkc import (
@@ -790,7 +864,7 @@ def fk_sde(
     """
     options, tunables = _options(resample, ess_threshold, resampling, clip, weight_rule)
     _check_inputs(sde, x0, taus)
-    x0, taus = jnp.asarray(x0), jnp.asarray(taus)
+    x0, taus = _as_float(x0, taus)
     return _fk_sde_jit(key, sde, x0, taus, tunables, options)
 
 
@@ -823,7 +897,8 @@ def reverse_diffusion(
     forward: the :class:`ForwardSDE`.
     score: $s(t, x) \to (d,)$ in forward time.
     x0: ``(N, d)`` draws from $q_1$ ($\approx N(0, I)$ for the VP SDE).
-    taus: ``(K + 1,)`` strictly increasing generation times.
+    taus: ``(K + 1,)`` strictly increasing generation times (``x0`` and ``taus`` are
+        cast to their common floating dtype, as in :func:`fk_sde`).
     num_corrector_steps: Langevin steps after each predictor step (0: plain
         reverse SDE).
     snr: the signal-to-noise ratio $r$ fixing the Langevin step size (traced).
@@ -843,14 +918,9 @@ def reverse_diffusion(
             f"{num_corrector_steps!r}."
         )
     _check_positive(owner, "snr", snr)
+    x0, taus = _as_float(x0, taus)
     return _reverse_jit(
-        key,
-        forward,
-        score,
-        jnp.asarray(x0),
-        jnp.asarray(taus),
-        num_corrector_steps,
-        jnp.asarray(snr),
+        key, forward, score, x0, taus, num_corrector_steps, jnp.asarray(snr, x0.dtype)
     )
 
 
@@ -861,7 +931,7 @@ def _langevin(key, score_t, x, snr):
     s_norm = jnp.mean(jnp.linalg.norm(s, axis=-1))
     z_norm = jnp.mean(jnp.linalg.norm(z, axis=-1))
     eps = 2.0 * (snr * z_norm / jnp.maximum(s_norm, jnp.finfo(x.dtype).tiny)) ** 2
-    return x + eps * s + jnp.sqrt(2.0 * eps) * z
+    return (x + eps * s + jnp.sqrt(2.0 * eps) * z).astype(x.dtype)
 
 
 def _reverse(key, forward, score, x0, taus, num_corrector_steps, snr):
@@ -874,7 +944,8 @@ def _reverse(key, forward, score, x0, taus, num_corrector_steps, snr):
         t0, h = 1.0 - tau0, tau1 - tau0
         g = forward.diffusion(t0)
         noise = jax.random.normal(key_move, x.shape, x.dtype)
-        x = x + (g**2 * scores(t0, x) - drifts(t0, x)) * h + g * jnp.sqrt(h) * noise
+        move = (g**2 * scores(t0, x) - drifts(t0, x)) * h + g * jnp.sqrt(h) * noise
+        x = (x + move).astype(x.dtype)
 
         def correct(x, key_c):
             return _langevin(key_c, lambda y: scores(1.0 - tau1, y), x, snr), None
