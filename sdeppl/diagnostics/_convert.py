@@ -49,7 +49,10 @@ def path_dims(
     time = f"{time_names[base]}_forecast" if suffix == "_forecast" else time_names[base]
     trailing = p.latent_dim if suffix == "_latent" else p.value_dim
     tail = [time] if trailing is None else [time, trailing]
-    lead = [f"{name}_dim_{i}" for i in range(len(shape) - len(tail))]
+    axis = len(shape) - len(tail)
+    if axis < 0 or (suffix != "_forecast" and shape[axis] != len(p.ts)):
+        return None  # not on the time grid (e.g. the fine grid of an augmented path)
+    lead = [f"{name}_dim_{i}" for i in range(axis)]
     return lead + tail
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import numpyro
 from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
+from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import constrain_fn, potential_energy
 from numpyro.primitives import Messenger
 
@@ -53,6 +54,16 @@ class unobserve(Messenger):
             msg["is_observed"] = False
 
 
+def _structure_only(model):
+    """``model`` seeded, with every latent site set to a uniform draw on
+    ``[-2, 2]`` in its unconstrained space instead of sampled: traces that read the
+    model's structure then also work for sites that cannot be sampled (an improper
+    prior, such as the fine path of a centred augmentation)."""
+    return numpyro.handlers.substitute(
+        numpyro.handlers.seed(model, 0), substitute_fn=init_to_uniform
+    )
+
+
 def _series_info(fn, value, observed: bool) -> SeriesInfo | None:
     series: TimeSeries | None = series_of(fn)
     if series is None:
@@ -92,7 +103,7 @@ def inspect_model(model, args, kwargs) -> dict[str, SiteInfo]:
     sites: dict[str, SiteInfo] = {}
 
     def run():
-        tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(
+        tr = numpyro.handlers.trace(_structure_only(model)).get_trace(
             *args, **kwargs
         )
         for name, site in tr.items():
@@ -160,7 +171,7 @@ class ModelAdapter:
 
             def run():
                 tr = numpyro.handlers.trace(
-                    numpyro.handlers.seed(self.model, 0)
+                    _structure_only(self.model)
                 ).get_trace(*self.args, **self.kwargs)
                 unconstrained = {
                     n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"])
@@ -256,7 +267,7 @@ class ModelAdapter:
         ]
         if not missing:
             return
-        tr = numpyro.handlers.trace(numpyro.handlers.seed(self.raw_model, 0)).get_trace(
+        tr = numpyro.handlers.trace(_structure_only(self.raw_model)).get_trace(
             *self.args, **self.kwargs
         )
         for name in missing:

@@ -351,3 +351,27 @@ def test_missing_data_and_bad_times_inside_fit():
             samples=5,
             progress=False,
         )
+
+
+def test_centred_augmentation_of_an_observed_path_fits():
+    """The centred latent points of an augmented path have an improper prior (their
+    density is the path's): the model's structure is read without sampling them, and
+    they keep their own (fine-grid) dims in the InferenceData."""
+    ts = np.arange(20) * 0.5
+    x = sp.Path(sp.OU(0.5, 1.0, 0.3), ts, x0=0.0, method="exact").sample(
+        jax.random.key(0)
+    )
+
+    def model(x=None):
+        theta = numpyro.sample("theta", dist.HalfNormal(1.0))
+        sde = sp.SDE(lambda t, x: theta * (1.0 - x), lambda t, x: 0.3)
+        path = sp.Path(
+            sde, ts, x0=0.0, method="euler", substeps=2, parametrization="centered"
+        )
+        numpyro.sample("x", path, obs=x)
+
+    fit = sp.fit(
+        model, np.asarray(x), chains=1, warmup=200, samples=200, progress=False
+    )
+    assert fit.idata.posterior["x_latent"].shape == (1, 200, 38, 1)
+    assert 0.1 < float(fit.idata.posterior["theta"].mean()) < 1.5

@@ -540,13 +540,6 @@ def test_improper_prior_is_rejected():
     smc.check_proper_prior(cauchy_normal, (), {"y": 2.0})  # proper: no error
 
 
-@pytest.mark.xfail(
-    raises=NotImplementedError,
-    strict=True,
-    reason="ModelAdapter's abstract trace samples every latent site, so sp.fit fails "
-    "before any backend runs (sdeppl/infer/_model.py); remove this mark once it "
-    "does not",
-)
 def test_fit_with_an_improper_prior_says_why():
     def improper(y=None):
         x = numpyro.sample("x", dist.ImproperUniform(dist.constraints.real, (), ()))
