@@ -103,9 +103,7 @@ def inspect_model(model, args, kwargs) -> dict[str, SiteInfo]:
     sites: dict[str, SiteInfo] = {}
 
     def run():
-        tr = numpyro.handlers.trace(_structure_only(model)).get_trace(
-            *args, **kwargs
-        )
+        tr = numpyro.handlers.trace(_structure_only(model)).get_trace(*args, **kwargs)
         for name, site in tr.items():
             if site["type"] != "sample":
                 continue
@@ -170,9 +168,9 @@ class ModelAdapter:
             found = {}
 
             def run():
-                tr = numpyro.handlers.trace(
-                    _structure_only(self.model)
-                ).get_trace(*self.args, **self.kwargs)
+                tr = numpyro.handlers.trace(_structure_only(self.model)).get_trace(
+                    *self.args, **self.kwargs
+                )
                 unconstrained = {
                     n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"])
                     for n in self.latent_names

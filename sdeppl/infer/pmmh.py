@@ -298,9 +298,10 @@ class _PMMH:
             return constrained, model_keys, stats, tuning, draws
 
         run = on_devices(run, options["chains"])
-        constrained, model_keys, stats, tuning, draws = fast_compile_jit(run)(
-            key_run, states
-        )
+        # XLA's default emitters: the filter inside runs 1.5x faster than with
+        # fast_compile_jit (32 -> 22 ms per SV filter at N = 500, T = 1000), which a
+        # chain of thousands of filters pays back many times over
+        constrained, model_keys, stats, tuning, draws = jax.jit(run)(key_run, states)
         stats = as_numpy(stats._asdict())
         checks, info = _diagnostics(model, key_check, evaluate, draws, stats)
         return BackendResult(
