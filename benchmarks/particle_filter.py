@@ -25,8 +25,9 @@ B2 - stochastic volatility (``SV_B2``: mu = -1, rho = 0.95, sigma = 0.3, T = 100
       filter) for comparison.
     - ``pmmh_cost``: what one PMMH step costs: the model's log-density (the
       ``StateSpace`` filter inside a NumPyro model, N = 500) for one chain and vmapped
-      over 4 chains, compiled with ``jax.jit`` and with sdeppl's ``fast_compile_jit``
-      (what ``method="pmmh"`` uses), interleaved; against the bare engine.
+      over 4 chains, compiled with ``jax.jit`` (what ``method="pmmh"`` uses since
+      2eefa82) and with sdeppl's ``fast_compile_jit`` (what it used before),
+      interleaved; against the bare engine, and a few diagnostics.
     - ``pmmh``: ``sp.fit(model, y, method="pmmh")`` in a fresh process each (whole
       process timed from the parent's spawn to the end of the fit), model::
 
@@ -46,7 +47,8 @@ B2 - stochastic volatility (``SV_B2``: mu = -1, rho = 0.95, sigma = 0.3, T = 100
       Variants: ``timed`` (``latent_paths=False, log_likelihood=False``, one CPU
       device), ``default`` (``sp.fit`` defaults: latent paths and pointwise
       log-likelihood too), ``two_devices`` (``sp.configure(host_devices=2)``: PMMH
-      splits its chains across the devices, 2 per core, each half vectorised).
+      splits its chains across the devices, 2 per core, each half vectorised;
+      run it without ``--cores``: pinned to one CPU both devices share it).
       Metric: bulk ESS of (mu, rho, sigma) (ArviZ, 4 chains) per second
       of the fit call (compile included), of the fit minus compilation, and of the
       whole process.
@@ -262,7 +264,9 @@ def sv_statespace(num_steps, mu, rho, sigma, num_particles, key=None, dtype=None
     theta, mu_ou, sigma_ou = ou_of_ar1(mu, rho, sigma)
     return sp.StateSpace(
         sp.OU(theta, mu_ou, sigma_ou),
-        ts=jnp.arange(num_steps, dtype=dtype or jnp.float32),
+        # NumPy times: with jnp.arange (traced inside the model) sp.fit finds no
+        # concrete times and silently skips the latent paths (see the results)
+        ts=np.arange(num_steps, dtype=np.dtype(dtype or np.float32)),
         x0=dist.Normal(mu, sigma / jnp.sqrt(1.0 - rho**2)),
         obs=sp.Observation(lambda x: dist.Normal(0.0, jnp.exp(x / 2.0))),
         method="particle",
@@ -828,7 +832,8 @@ def run_pmmh_cost(args, mode) -> dict:
             lambda k: (zs, jax.vmap(raw)(jax.random.split(k, chains))),
             chains,
         ),
-        f"model log-density, vmap over {chains} chains (fast_compile_jit, as PMMH)": (
+        f"model log-density, vmap over {chains} chains (fast_compile_jit, as "
+        "PMMH before 2eefa82)": (
             fast_compile_jit(jax.vmap(adapter.seeded_logdensity)),
             lambda k: (zs, jax.vmap(raw)(jax.random.split(k, chains))),
             chains,
@@ -1172,6 +1177,7 @@ def merge(files, out) -> None:
             {
                 "file": str(f),
                 "parts": sorted(r["sdeppl"]),
+                "cores": r.get("cores"),
                 **{
                     k: r.get(k)
                     for k in ("date", "sdeppl_git", "loadavg_start", "loadavg_end")
@@ -1181,7 +1187,16 @@ def merge(files, out) -> None:
         )
         if r is combined:
             continue
-        combined["sdeppl"].update(r["sdeppl"])
+        for part, value in r["sdeppl"].items():
+            # a later run of a part replaces it; both PMMH runs are kept (the
+            # variants of the latest one first), with the run's pinning noted
+            if part == "pmmh" and "pmmh" in combined["sdeppl"]:
+                earlier = combined["sdeppl"].setdefault("pmmh_earlier_runs", [])
+                earlier.append(combined["sdeppl"]["pmmh"])
+            if part == "pmmh":
+                for res in value.values():
+                    res["cores"] = r.get("cores")
+            combined["sdeppl"][part] = value
         if r.get("particles"):
             if not combined.get("particles"):
                 combined["particles"] = r["particles"]
