@@ -34,6 +34,7 @@ from .diagnostics import load as load
 from .infer import Backend as Backend
 from .infer import BackendResult as BackendResult
 from .infer import Option as Option
+from .infer import PathGuide as PathGuide
 from .infer import backends as backends
 from .infer import fit as fit
 from .infer import register_backend as register_backend

@@ -4,7 +4,9 @@
 - The registry (:mod:`._backend`): :class:`Backend`, :class:`BackendResult`,
   :class:`Option`, :func:`register_backend`, :func:`backends`.
 - Built-in backends: :mod:`.mcmc` (``"blackjax"``, ``"nuts"``, ``"mclmc"``; drivers in
-  :mod:`.hmc`) and :mod:`.map` (``"map"``: optimisation and a Laplace approximation).
+  :mod:`.hmc`), :mod:`.map` (``"map"``: optimisation and a Laplace approximation)
+  and :mod:`.vi` (``"svi"``: variational inference; guides in :mod:`._guides`,
+  :class:`PathGuide` among them).
 - :func:`sbc`: simulation-based calibration of a model and a backend.
 - :class:`ModelAdapter`: a NumPyro model as a flat unconstrained log-density, which is
   what a backend gets.
@@ -18,6 +20,7 @@ from ._backend import Option as Option
 from ._backend import backends as backends
 from ._backend import get_backend as get_backend
 from ._backend import register_backend as register_backend
+from ._guides import PathGuide as PathGuide
 from ._model import ModelAdapter as ModelAdapter
 from .fit import fit as fit
 from .sbc import sbc as sbc

@@ -246,6 +246,7 @@ def _load_builtin() -> None:
     from . import particle_gibbs as _particle_gibbs  # noqa: F401
     from . import pmmh as _pmmh  # noqa: F401
     from . import smc as _smc  # noqa: F401
+    from . import vi as _vi  # noqa: F401
 
 
 #: The independent uses of a run's key: a backend draws from ``"sampler"`` only.

@@ -14,6 +14,7 @@ from ..solvers import (
     fine_grid,
     gaussian_log_prob,
     gaussian_transform,
+    noise_for_shift,
     simulate,
 )
 from ._checks import check_times, check_value_shape, is_concrete
@@ -370,6 +371,51 @@ class Path(Distribution):
         flat_xi = xi.reshape((-1,) + xi.shape[len(lead) :])
         out = jax.vmap(one)(flat_start, flat_xi)
         return self._from_internal(out.reshape(lead + out.shape[1:]))
+
+    def steer(self, start, eta, control, params):
+        r"""The path under a control: on fine step $j$ the transition
+        $x_{j+1} = m_j(x_j) + S_j(x_j)\,\xi_j$ takes the innovation
+        $\xi_j = \mu_j + s_j\eta_j$ with $\mu_j = S_j^{+} v_j$, where
+        $(v_j, \log s_j) =$ ``control(params, j, t_j, t_{j+1}, x_j)``: $v_j$ moves
+        the step's mean by $v_j$ (state units, within the span of $S_j$) and $s_j$
+        scales its noise. With Euler steps of length $h_j$ this is the SDE with drift
+        $f + v_j / h_j$ and diffusion $s_j g$: a path-space variational posterior
+        (:class:`sdeppl.PathGuide`). ``control`` sees the whole batch of states
+        ``x (*batch, d)`` and returns ``v`` broadcastable to ``(*batch, d)`` and
+        ``log s`` to ``(*batch, k)``. Gaussian transitions only (``euler``,
+        ``local_linear``).
+
+        Shapes
+        ------
+        start: broadcastable to ``(*batch, *state)``; eta: ``(*batch, K, k)`` (the
+        site's batch, which plates may widen); returns the states on the fine grid
+        ``(*batch, K + 1, d)`` and $\xi$, $\mu$, $\log s$ ``(*batch, K, k)``.
+        """
+        batch = eta.shape[:-2]
+        start = self._to_internal(jnp.asarray(start, dtype=self.ts.dtype))
+        start = jnp.broadcast_to(start, batch + (self.state_dim,))
+        transition = self._transition()
+        tf = self.fine_ts
+        coef = transition.coefficients(tf[:-1], tf[1:])
+
+        def step(x, args):
+            c, j, t0, t1, e = args
+            shift, log_scale = control(params, j, t0, t1, x)
+            mean, scale = transition.moments(t0, t1, x, c)
+            mu = noise_for_shift(
+                jnp.broadcast_to(shift, x.shape), scale, transition.scale_kind
+            )
+            log_scale = jnp.broadcast_to(log_scale, e.shape)
+            xi = mu + jnp.exp(log_scale) * e
+            x_next = gaussian_transform(mean, scale, transition.scale_kind, xi)
+            return x_next, (x_next, xi, mu, log_scale)
+
+        steps = jnp.arange(tf.shape[0] - 1)
+        _, (xs, xi, mean, log_scale) = jax.lax.scan(
+            step, start, (coef, steps, tf[:-1], tf[1:], jnp.moveaxis(eta, -2, 0))
+        )
+        xs = jnp.concatenate([start[None], xs], axis=0)
+        return tuple(jnp.moveaxis(a, 0, -2) for a in (xs, xi, mean, log_scale))
 
     # -- density ----------------------------------------------------------------------
     @validate_sample

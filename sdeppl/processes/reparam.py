@@ -86,6 +86,8 @@ class PathReparam(Reparam):
         xi = numpyro.sample(
             derived_name(name, "noise"),
             dist.Normal(0.0, 1.0).expand(batch + path.noise_shape).to_event(2),
+            # what a path-space guide (sdeppl.PathGuide) steers
+            infer={"sdeppl_path": (path, start)},
         )
         return None, path.transform_noise(start, xi)
 

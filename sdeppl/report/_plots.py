@@ -244,3 +244,21 @@ def particle_filter_figure(facts: dict) -> str:
         ax.set_title(f"{name}: {site['num_particles']} particles", fontsize=10)
         ax.legend(loc="lower right", fontsize=8, frameon=False)
     return to_png(fig)
+
+
+def elbo_figure(trace: dict) -> str:
+    """The ELBO of a variational fit against the optimisation step (block means)."""
+    fig = Figure(figsize=(8, 2.6), layout="constrained")
+    ax = fig.subplots()
+    steps, elbo = np.asarray(trace["step"]), np.asarray(trace["elbo"], float)
+    ax.plot(steps, elbo, color=BAND_COLOUR, lw=1.0)
+    finite = elbo[np.isfinite(elbo)]
+    if finite.size > 10:  # the start is far below: show the approach to the optimum
+        low, high = np.percentile(finite, [5, 100])
+        ax.set_ylim(
+            low - 0.05 * (high - low + 1e-12), high + 0.05 * (high - low + 1e-12)
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("ELBO")
+    ax.set_title("ELBO during optimisation", fontsize=10)
+    return to_png(fig)

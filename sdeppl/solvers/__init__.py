@@ -54,6 +54,7 @@ from .fkc import vp_marginal_var as vp_marginal_var
 from .fkc import vp_sde as vp_sde
 from .gaussian import gaussian_log_prob as gaussian_log_prob
 from .gaussian import gaussian_transform as gaussian_transform
+from .gaussian import noise_for_shift as noise_for_shift
 from .linear import AffineTransition as AffineTransition
 from .linear import affine_discretisation as affine_discretisation
 from .linear import affine_moments as affine_moments

@@ -89,6 +89,19 @@ def _subspace_log_prob(resid, factor):
     return jnp.where(ok, lp - 0.5 * m * _LOG_2PI, -jnp.inf)
 
 
+def noise_for_shift(shift, scale, kind: str):
+    r"""The innovation mean $\mu = S^{+} v$ that moves $m + S\xi$ by ``shift`` $v$
+    ``(*batch, d)`` (least squares where $S$ has fewer columns than rows):
+    ``(*batch, k)``."""
+    if kind == "diag":
+        return shift / scale
+    if kind == "tril":
+        return solve_triangular(scale, shift[..., None], lower=True)[..., 0]
+    gram = jnp.einsum("...ji,...jk->...ik", scale, scale)  # S^T S, (k, k)
+    rhs = jnp.einsum("...ji,...j->...i", scale, shift)
+    return jnp.linalg.solve(gram, rhs[..., None])[..., 0]
+
+
 def gaussian_transform(mean, scale, kind: str, xi):
     r"""Non-centred draw $m + S\xi$; ``xi`` has shape ``(*batch, k)``.
 
