@@ -39,6 +39,7 @@ from .infer import backends as backends
 from .infer import fit as fit
 from .infer import register_backend as register_backend
 from .infer import sbc as sbc
+from .infer import vsbc as vsbc
 from .processes import CIR as CIR
 from .processes import OU as OU
 from .processes import SDE as SDE

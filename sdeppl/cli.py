@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     except (RecipeError, OSError) as e:
         print(f"sdeppl: error: {e}", file=sys.stderr)
         return 2
-    for path in (paths["posterior"], paths["report"]):
+    for path in paths.values():
         print(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB)")
     return 0
 

@@ -26,6 +26,14 @@ A recipe (``inference/NAME.toml``)::
     posterior_predictive = true
     forecast = { horizon = 2.0, steps = 8 }
 
+    [compare]                     # optional: a second backend on the same model
+    backend = "svi"               # ... and its options; seed and x64 as [inference]
+    guide = "path"
+
+With ``[compare]``, ``sdeppl run`` fits both, writes the second fit's draws to
+``compare.nc`` and sets the two side by side in the report (verdicts, times,
+parameter summaries, the posteriors overlaid).
+
 Every key is checked before anything runs -- the backend's options against the
 backend registry, the model's options against its ``model()`` signature; a mistake
 gives an error naming the key, what was expected and what came.
@@ -45,6 +53,7 @@ _SECTIONS = {
     "data": {"options", "file", "columns"},
     "inference": None,  # "backend", "seed", "x64" and the backend's options
     "output": {"posterior_predictive", "forecast", "log_likelihood"},
+    "compare": None,  # "backend" and the backend's options
 }
 _INFERENCE_KEYS = ("backend", "seed", "x64")
 
@@ -147,6 +156,23 @@ def read_recipe(path) -> dict:
             "recipe: [model] name is required (a file of the gallery, e.g. 'ou')."
         )
     inference = _read_inference(recipe.get("inference", {}))
+    compare = None
+    if "compare" in recipe:
+        given = recipe["compare"]
+        if not isinstance(given, dict) or "backend" not in given:
+            raise RecipeError(
+                "recipe: [compare] must be a table naming a backend, e.g. "
+                f'backend = "svi"; got {given!r}.'
+            )
+        stray = sorted({"seed", "x64"} & set(given))
+        if stray:
+            raise RecipeError(
+                f"recipe [compare]: {stray} come from [inference] (both fits share "
+                "them); remove them here."
+            )
+        compare = _read_inference(
+            {**given, "seed": inference["seed"], "x64": inference["x64"]}, "compare"
+        )
     data = dict(recipe.get("data", {}))
     if "file" in data:
         file = (path.parent / data["file"]).resolve()
@@ -172,22 +198,23 @@ def read_recipe(path) -> dict:
         "data": data,
         "inference": inference,
         "output": output,
+        "compare": compare,
     }
 
 
-def _read_inference(section) -> dict:
-    """The ``[inference]`` table with defaults, checked against the backend
-    registry."""
+def _read_inference(section, name: str = "inference") -> dict:
+    """The ``[inference]`` (or ``[compare]``) table with defaults, checked against
+    the backend registry."""
     import difflib
 
     from .infer._backend import get_backend, resolve_options
 
     if not isinstance(section, dict):
-        raise RecipeError(f"recipe: [inference] must be a table; got {section!r}.")
+        raise RecipeError(f"recipe: [{name}] must be a table; got {section!r}.")
     inference = {"backend": "blackjax", "seed": 0, "x64": True, **section}
-    name = inference["backend"]
+    backend_name = inference["backend"]
     try:
-        backend = get_backend(name, "recipe [inference] backend")
+        backend = get_backend(backend_name, f"recipe [{name}] backend")
     except ValueError as e:
         raise RecipeError(str(e).replace("unknown method", "unknown backend")) from None
     given = {k: v for k, v in inference.items() if k not in _INFERENCE_KEYS}
@@ -196,18 +223,18 @@ def _read_inference(section) -> dict:
         keys = list(backend.options) + list(_INFERENCE_KEYS)
         close = difflib.get_close_matches(unknown[0], keys, n=1)
         raise RecipeError(
-            f"recipe [inference]: unknown key(s) {unknown} for backend {name!r}; "
+            f"recipe [{name}]: unknown key(s) {unknown} for backend {backend_name!r}; "
             f"expected some of {sorted(keys)}."
             + (f" Did you mean {close[0]!r}?" if close else "")
         )
     try:
-        resolve_options(backend, given, f"recipe [inference] (backend {name!r})")
+        resolve_options(backend, given, f"recipe [{name}] (backend {backend_name!r})")
     except ValueError as e:
         raise RecipeError(str(e)) from None
     seed = inference["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise RecipeError(
-            f"recipe [inference] seed: expected a non-negative integer; got {seed!r}."
+            f"recipe [{name}] seed: expected a non-negative integer; got {seed!r}."
         )
     return inference
 
@@ -282,8 +309,10 @@ def run_recipe(
 
     The output folder is checked before fitting; both files are written atomically,
     and only after the fit succeeded and ``on_fit(fit)`` (e.g. printing the summary)
-    ran: a failing run leaves a previous result untouched. Returns
-    ``(fit, {"posterior": path, "report": path})``.
+    ran: a failing run leaves a previous result untouched. With a ``[compare]``
+    section the second fit is written to ``compare.nc`` and set beside the first in
+    the report. Returns ``(fit, {"posterior": path, "report": path[, "compare":
+    path]})``.
     """
     recipe = read_recipe(recipe_path)
     out_dir = Path(out_dir) if out_dir else Path("runs") / recipe["path"].stem
@@ -302,24 +331,38 @@ def run_recipe(
     kwargs = load_data(recipe, module)
     kwargs.update(recipe["model"]["options"])
     output = recipe["output"]
-    fit = sdeppl.fit(
-        module.model,
-        method=inference.pop("backend"),
-        posterior_predictive=bool(output["posterior_predictive"]),
-        forecast=output["forecast"],
-        log_likelihood=bool(output["log_likelihood"]),
-        progress=progress,
-        model_kwargs=kwargs,
-        **inference,
-    )
+
+    def run(settings):
+        settings = {k: v for k, v in settings.items() if k != "x64"}
+        return sdeppl.fit(
+            module.model,
+            method=settings.pop("backend"),
+            posterior_predictive=bool(output["posterior_predictive"]),
+            forecast=output["forecast"],
+            log_likelihood=bool(output["log_likelihood"]),
+            progress=progress,
+            model_kwargs=kwargs,
+            **settings,
+        )
+
+    fit = run(inference)
     if on_fit is not None:
         on_fit(fit)
+    compare = {}
+    if recipe["compare"] is not None:
+        other = run(recipe["compare"])
+        if on_fit is not None:
+            on_fit(other)
+        compare[str(recipe["compare"]["backend"])] = other
     title = recipe["title"] or f"{recipe['model']['name']} ({recipe['path'].name})"
     from ._io import atomic_write
     from .report import render_report
 
-    page = render_report(fit, title=title)  # rendered before anything is written
+    # rendered before anything is written
+    page = render_report(fit, title=title, compare=compare or None)
     paths = {"posterior": fit.save(out_dir / "posterior.nc")}
+    for other in compare.values():
+        paths["compare"] = other.save(out_dir / "compare.nc")
     paths["report"] = atomic_write(
         out_dir / "report.html",
         lambda tmp: Path(tmp).write_text(page, encoding="utf-8"),

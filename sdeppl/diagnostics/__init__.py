@@ -5,7 +5,8 @@ verdicts, simulation-based calibration statistics.
 - :func:`to_inference_data`: sampler output to ``InferenceData`` with time coordinates.
 - :class:`SBCResult`, :func:`rank_statistics`, :func:`uniformity_pvalue`: the
   statistics of simulation-based calibration, whose driver (:func:`sdeppl.sbc`) runs
-  the backends of :mod:`sdeppl.infer`.
+  the backends of :mod:`sdeppl.infer`; :class:`VSBCResult` those of its variational
+  form (:func:`sdeppl.vsbc`).
 """
 
 from ._convert import PathCoords as PathCoords
@@ -14,6 +15,7 @@ from ._convert import to_inference_data as to_inference_data
 from ._fit import Fit as Fit
 from ._fit import load as load
 from .calibration import SBCResult as SBCResult
+from .calibration import VSBCResult as VSBCResult
 from .calibration import rank_statistics as rank_statistics
 from .calibration import uniformity_pvalue as uniformity_pvalue
 from .checks import check as check

@@ -25,7 +25,8 @@ _SINGLE_PRECISION_GROUPS = ("posterior_predictive", "log_likelihood")
 
 
 def register_report_writer(writer, kind: str = "html") -> None:
-    """Called by :mod:`sdeppl.report` at import: ``writer(fit, path, title=...)``."""
+    """Called by :mod:`sdeppl.report` at import: ``writer(fit, path, title=...,
+    compare=...)``."""
     _REPORT_WRITERS[kind] = writer
 
 
@@ -125,15 +126,26 @@ class Fit:
         )
         return atomic_write(path, small.to_netcdf, suffix=".nc")
 
-    def report(self, path, *, title: str | None = None) -> str:
+    def report(self, path, *, title: str | None = None, compare=None) -> str:
         """Write the self-contained HTML uncertainty report (see
-        :mod:`sdeppl.report`)."""
+        :mod:`sdeppl.report`). ``compare`` (``{label: Fit}``) sets other fits of the
+        same model beside this one (verdicts, times, parameter summaries and the
+        posteriors overlaid), e.g. ``{"svi": svi_fit}`` in the report of a NUTS fit.
+        """
+        if compare is not None and (
+            not isinstance(compare, dict)
+            or not all(isinstance(v, Fit) for v in compare.values())
+        ):
+            raise TypeError(
+                "Fit.report: compare must be a dict {label: Fit}; got "
+                f"{type(compare).__name__}."
+            )
         if "html" not in _REPORT_WRITERS:
             raise RuntimeError(
                 "Fit.report: no report writer is registered; import sdeppl.report "
                 "(import sdeppl does)."
             )
-        return _REPORT_WRITERS["html"](self, path, title=title)
+        return _REPORT_WRITERS["html"](self, path, title=title, compare=compare)
 
     def __repr__(self) -> str:
         meta = self.metadata

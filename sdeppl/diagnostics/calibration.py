@@ -126,3 +126,56 @@ class SBCResult:
             ax.set_xlabel("rank")
         fig.tight_layout()
         return fig
+
+
+@dataclass
+class VSBCResult:
+    """Variational SBC (:func:`sdeppl.vsbc`): per replicate, the guide's probability
+    $p = q(\theta < \theta^*)$ of each parameter, and symmetry tests.
+
+    Attributes
+    ----------
+    probabilities: ``{name: (N, *param)}`` values of $p$ in $[0, 1]$.
+    pvalues: ``{name: p}`` two-sample Kolmogorov--Smirnov p-value of $p$ against
+        $1 - p$ (all elements pooled): small when the guide is biased on average.
+    """
+
+    probabilities: dict
+    pvalues: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from scipy import stats
+
+        if not self.pvalues:
+            self.pvalues = {}
+            for name, p in self.probabilities.items():
+                p = np.asarray(p, float).ravel()
+                self.pvalues[name] = float(stats.ks_2samp(p, 1.0 - p).pvalue)
+
+    def passed(self, alpha: float = 0.01) -> bool:
+        """True if no parameter's symmetry test rejects at level ``alpha``
+        (Bonferroni)."""
+        return all(p > alpha / len(self.pvalues) for p in self.pvalues.values())
+
+    def plot(self, num_bins: int = 10):
+        """Histograms of $p$ per parameter (symmetric about 1/2 for an unbiased
+        guide, flat for an exact one); returns the figure."""
+        import matplotlib.pyplot as plt
+
+        names = list(self.probabilities)
+        fig, axes = plt.subplots(
+            1, len(names), figsize=(3.2 * len(names), 2.6), squeeze=False
+        )
+        for ax, name in zip(axes[0], names, strict=True):
+            p = np.asarray(self.probabilities[name]).ravel()
+            ax.hist(
+                p,
+                bins=np.linspace(0, 1, num_bins + 1),
+                color="#3b6ea8",
+                edgecolor="white",
+            )
+            ax.axvline(0.5, color="0.3", ls="--", lw=0.8)
+            ax.set_title(f"{name} (symmetry p={self.pvalues[name]:.2f})", fontsize=9)
+            ax.set_xlabel("q(θ < θ*)")
+        fig.tight_layout()
+        return fig

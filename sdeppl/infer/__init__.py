@@ -7,7 +7,8 @@
   :mod:`.hmc`), :mod:`.map` (``"map"``: optimisation and a Laplace approximation)
   and :mod:`.vi` (``"svi"``: variational inference; guides in :mod:`._guides`,
   :class:`PathGuide` among them).
-- :func:`sbc`: simulation-based calibration of a model and a backend.
+- :func:`sbc`: simulation-based calibration of a model and a backend; :func:`vsbc`
+  its variational form (symmetry of the guide's probabilities).
 - :class:`ModelAdapter`: a NumPyro model as a flat unconstrained log-density, which is
   what a backend gets.
 """
@@ -24,3 +25,4 @@ from ._guides import PathGuide as PathGuide
 from ._model import ModelAdapter as ModelAdapter
 from .fit import fit as fit
 from .sbc import sbc as sbc
+from .sbc import vsbc as vsbc

@@ -80,34 +80,44 @@ class Family(NamedTuple):
 
 class PathGuide(NamedTuple):
     r"""A path-space variational posterior for the latent paths of a model
-    (``sdeppl.fit(..., method="svi", guide=sp.PathGuide())``).
+    (``sdeppl.fit(..., method="svi", guide=sp.PathGuide())``, or ``guide="path"``).
 
     Each latent, non-centred :class:`~sdeppl.Path` is drawn from the prior SDE steered
-    by a control: on fine step $j$ (length $h_j$) the standard-normal innovation is
-    $\xi_j = \mu_j + s_j\eta_j$, $\eta_j \sim N(0, I)$, with
-    $(\mu_j, \log s_j)$ a function of the state $x_j$ reached. With Euler steps
-    $x_{j+1} = x_j + f h_j + g\sqrt{h_j}\,\xi_j$ this is the SDE with drift
-    $f + g u$, $u = \mu_j / \sqrt{h_j}$, and the prior's diffusion scaled by $s_j$.
-    The ELBO uses Girsanov's form: for each path,
+    by a control (:meth:`~sdeppl.Path.steer`): on fine step $j$ (length $h_j$,
+    transition $x_{j+1} = m_j + S_j\xi_j$) the step's mean moves by $v_j$ and its
+    noise is scaled by $s_j$, i.e. the innovation is $\xi_j = \mu_j + s_j\eta_j$,
+    $\mu_j = S_j^{+} v_j$, $\eta_j \sim N(0, I)$. With Euler steps this is the SDE with
+    drift $f + v_j / h_j$ and the prior's diffusion scaled by $s_j$. The ELBO uses
+    Girsanov's form: for each path,
 
     $$\mathcal L = \mathbb E_q\Big[\log p(y \mid x, \theta) + \log p(\theta) -
     \log q(\theta) - \sum_j \mathrm{KL}\big(N(\mu_j, s_j^2) \,\|\, N(0, 1)\big)\Big],
-    \qquad \mathrm{KL} = \tfrac12(\mu_j^2 + s_j^2 - 1) - \log s_j,$$
+    \qquad \mathrm{KL} = \tfrac12(|\mu_j|^2 + s_j^2 - 1) - \log s_j,$$
 
-    which for $s_j = 1$ is $\tfrac12\sum_j |u_j|^2 h_j$, the discretised
-    $\tfrac12\int |u|^2\,dt$; the step's KL is exact given the past, so the estimate is
-    unbiased, with less variance than the log-ratio of the sampled innovations. The
-    parameters of the prior SDE (and a random ``x0``) are learned jointly under the
-    ``rest`` family.
+    which for $s_j = 1$ is $\tfrac12\sum_j |u_j|^2 h_j$ with $u = g^{-1} v / h$, the
+    discretised $\tfrac12\int |u|^2\,dt$; each step's KL is exact given the past, so
+    the estimate is unbiased, with less variance than the log-ratio of the sampled
+    innovations. The other latent sites $\theta$ (the prior SDE's parameters, a random
+    ``x0``) are learned jointly under the ``rest`` family; the guide is
+    $q(\theta)\,q(x \mid \theta)$, where $\theta$ acts on the path only through the
+    prior SDE (the shift $v$ is in state units, so the innovations it needs scale
+    with the diffusion), not through the control.
+
+    The state enters standardised, $\tilde x_j = (x_j - r_j) / \sigma_j$, and shifts
+    are in units of $\delta_j$, where $r, \sigma, \delta$ are the mean, spread and
+    step spread of 64 paths from the initial guide (the prior path at parameters near
+    their prior median), so one optimiser step means the same for a level near 1000
+    as near 0.
 
     Parameters
     ----------
     control
-        ``"affine"`` (default): $\mu_j = a_j + B_j x_j$ and $\log s_j$ free for every
-        fine step -- a Gaussian Markov chain that holds the exact smoothing posterior
-        of a linear-Gaussian model, whatever the step, so it reaches the Kalman
-        smoother. ``"mlp"``: $u = \mathrm{MLP}(t, x)$ (one hidden layer of ``hidden``
-        tanh units, shared over time and over a batch of paths) with $s_j = 1$: the
+        ``"affine"`` (default): $v_j = \delta_j(a_j + B_j\tilde x_j)$ and $\log s_j$
+        free for every fine step -- a Gaussian Markov chain that holds the exact
+        smoothing posterior of a linear-Gaussian model, whatever the step, so it
+        reaches the Kalman smoother. ``"mlp"``: $v_j = \delta_j\,
+        \mathrm{MLP}(j/K, \tilde x_j)$ (one hidden layer of ``hidden`` tanh units,
+        shared over time and over a batch of paths) with $s_j = 1$: the
         continuous-time control of Li et al. (2020), with a parameter count that does
         not grow with the path's length; on a coarse grid it cannot shrink a step's
         variance, so it needs ``substeps`` to approach the posterior.

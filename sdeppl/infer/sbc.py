@@ -11,7 +11,7 @@ import numpyro
 from numpyro.infer import Predictive
 
 from .._xla import fast_compile_jit
-from ..diagnostics.calibration import SBCResult, rank_statistics
+from ..diagnostics.calibration import SBCResult, VSBCResult, rank_statistics
 from ._backend import get_backend, resolve_options
 from ._model import ModelAdapter
 from .fit import check_int
@@ -79,13 +79,47 @@ def sbc(
     options = resolve_options(
         backend, {k: v for k, v in wanted.items() if k in backend.options}, "sbc"
     )
+    prior, draws = replicate_draws(
+        model,
+        args,
+        kwargs,
+        observed,
+        backend,
+        options,
+        num_replicates,
+        seed,
+        progress,
+        "sbc",
+    )
+    ranks = {
+        name: rank_statistics(np.asarray(prior[name]), value)
+        for name, value in draws.items()
+    }
+    return SBCResult(ranks, num_draws)
+
+
+def replicate_draws(
+    model,
+    args,
+    kwargs,
+    observed,
+    backend,
+    options,
+    num_replicates,
+    seed,
+    progress,
+    owner,
+):
+    """Prior draws and, per replicate, the backend's posterior draws given the data
+    simulated from them: ``(prior {site: (N, ...)}, draws {param: (N, L, ...)})`` for
+    the parameters (latent sites of at most 16 values)."""
     key = jax.random.key(seed)
     key_prior, key_fit = jax.random.split(key)
     prior = Predictive(model, num_samples=num_replicates)(key_prior, *args, **kwargs)
     missing = [name for name in observed if name not in prior]
     if missing:
         raise ValueError(
-            f"sbc: observed site(s) {missing} are not sample sites of the model; "
+            f"{owner}: observed site(s) {missing} are not sample sites of the model; "
             f"it has {sorted(prior)}."
         )
     reference = ModelAdapter(
@@ -117,15 +151,88 @@ def sbc(
             draws[name].append(np.asarray(out[name]))
         if progress:
             print(
-                f"\rsbc: replicate {i + 1}/{num_replicates}",
+                f"\r{owner}: replicate {i + 1}/{num_replicates}",
                 end="",
                 file=sys.stderr,
                 flush=True,
             )
     if progress:
         print(file=sys.stderr)
-    ranks = {
-        name: rank_statistics(np.asarray(prior[name]), np.stack(draws[name]))
-        for name in params
+    return prior, {name: np.stack(value) for name, value in draws.items()}
+
+
+def vsbc(
+    model,
+    *args,
+    observed,
+    num_replicates: int = 100,
+    num_draws: int = 1000,
+    guide="normal",
+    seed: int = 0,
+    progress: bool = True,
+    svi_options: dict | None = None,
+    **kwargs,
+) -> VSBCResult:
+    r"""Variational simulation-based calibration (VSBC; Yao et al. 2018) of a
+    variational fit (``method="svi"``).
+
+    For each replicate, parameters $\theta^*$ and data are drawn from the prior
+    predictive, the guide is fitted to the data, and $p = q(\theta < \theta^*)$ is
+    read off ``num_draws`` draws of $q$ itself (no importance resampling: the test
+    is of the guide). An exact posterior makes $p$ uniform; an approximation that is
+    unbiased on average makes it at least *symmetric* about 1/2, and a skewed $p$
+    says in which direction $q$ is biased for that parameter. Each parameter's
+    symmetry is tested by a two-sample Kolmogorov--Smirnov test of $p$ against
+    $1 - p$.
+
+    Parameters
+    ----------
+    model, *args, **kwargs
+        The model and its arguments *without* the observations.
+    observed
+        Name (or names) of the sites treated as data.
+    guide, svi_options
+        The guide and any other option of ``method="svi"`` (``steps``,
+        ``learning_rate``, ...).
+
+    Returns
+    -------
+    :class:`~sdeppl.diagnostics.VSBCResult` with the probabilities, symmetry
+    p-values, ``passed()`` and ``plot()``.
+
+    References
+    ----------
+    Yao, Y., Vehtari, A., Simpson, D. and Gelman, A. (2018). Yes, but did it work?:
+    Evaluating variational inference. *ICML*, 5581–5590.
+    """
+    observed = (observed,) if isinstance(observed, str) else tuple(observed)
+    backend = get_backend("svi", "vsbc")
+    num_replicates = check_int("num_replicates", num_replicates, 2, "vsbc")
+    num_draws = check_int("num_draws", num_draws, 2, "vsbc")
+    seed = check_int("seed", seed, 0, "vsbc")
+    given = {"guide": guide, **(svi_options or {})}
+    if "resample" in given or "samples" in given:
+        raise ValueError(
+            "vsbc: svi_options may not set 'resample' or 'samples' (VSBC tests the "
+            "guide's own draws; set num_draws)."
+        )
+    options = resolve_options(
+        backend, {**given, "resample": False, "samples": num_draws}, "vsbc"
+    )
+    prior, draws = replicate_draws(
+        model,
+        args,
+        kwargs,
+        observed,
+        backend,
+        options,
+        num_replicates,
+        seed,
+        progress,
+        "vsbc",
+    )
+    probabilities = {
+        name: rank_statistics(np.asarray(prior[name]), value) / value.shape[1]
+        for name, value in draws.items()
     }
-    return SBCResult(ranks, num_draws)
+    return VSBCResult(probabilities)

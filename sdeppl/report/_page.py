@@ -189,8 +189,73 @@ def _path_variables(idata) -> list[tuple[str, str]]:
     return list(found.items())
 
 
-def render_report(fit, *, title: str | None = None) -> str:
-    """The report's HTML as a string."""
+def _comparison_section(fit, compare: dict, var_names) -> list[str]:
+    """Side by side: each run's verdict and time, its parameter summaries, and the
+    posteriors overlaid."""
+    from . import _plots
+
+    runs = {str(fit.metadata.get("backend", "this run")): fit, **compare}
+    header = [
+        "<h2>Comparison</h2>",
+        "<p>The same model and data fitted by "
+        + ", ".join(f"<code>{html.escape(label)}</code>" for label in runs)
+        + ": verdicts and times, then every parameter's posterior mean, standard "
+        "deviation and 5–95% interval by run (rows grouped by parameter), and the "
+        "posteriors overlaid (dashed: medians). Where they disagree, trust the run "
+        "whose diagnostics pass.</p>",
+    ]
+    overview = _table(
+        [
+            [
+                f"<code>{html.escape(label)}</code>",
+                _badge(run.verdict),
+                _fmt(run.metadata.get("wall_time_s", float("nan"))),
+                str(
+                    run.idata.posterior.sizes["chain"]
+                    * run.idata.posterior.sizes["draw"]
+                ),
+            ]
+            for label, run in runs.items()
+        ],
+        ["run", "verdict", "wall time (s)", "draws"],
+        left_columns=2,
+    )
+    rows = []
+    draws_by_run = {
+        label: dict(scalar_draws(run.idata.posterior, var_names))
+        for label, run in runs.items()
+    }
+    for name in draws_by_run[next(iter(runs))]:
+        for label, draws in draws_by_run.items():
+            if name not in draws:
+                continue
+            x = np.asarray(draws[name]).ravel()
+            q05, q95 = np.quantile(x, [0.05, 0.95])
+            rows.append(
+                [
+                    f"<code>{html.escape(name)}</code>",
+                    html.escape(label),
+                    _fmt(x.mean()),
+                    _fmt(x.std()),
+                    _fmt(q05),
+                    _fmt(q95),
+                ]
+            )
+    table = _table(
+        rows, ["parameter", "run", "mean", "sd", "5%", "95%"], left_columns=2
+    )
+    figure = _img(
+        _plots.comparison_figure(
+            {label: run.idata for label, run in runs.items()}, var_names
+        ),
+        "posteriors of the runs overlaid",
+    )
+    return header + [overview, table, figure]
+
+
+def render_report(fit, *, title: str | None = None, compare: dict | None = None) -> str:
+    """The report's HTML as a string; ``compare`` (``{label: Fit}``) adds a section
+    that sets other fits of the same model beside this one."""
     from . import _plots  # matplotlib loads when a report is rendered
 
     idata = fit.idata
@@ -244,6 +309,8 @@ def render_report(fit, *, title: str | None = None) -> str:
             _parameter_table(idata, var_names),
             _img(_plots.posterior_figure(idata, var_names), "posterior intervals"),
         ]
+    if compare:
+        parts += _comparison_section(fit, compare, var_names)
     paths = _path_variables(idata)
     if paths:
         parts.append("<h2>Paths</h2>")
@@ -344,10 +411,10 @@ def _flatten(meta: dict, prefix: str = "") -> dict:
     return out
 
 
-def write_report(fit, path, *, title: str | None = None) -> str:
+def write_report(fit, path, *, title: str | None = None, compare=None) -> str:
     """Write the report to ``path`` atomically (rename into place) and return the
     path."""
-    text = render_report(fit, title=title)
+    text = render_report(fit, title=title, compare=compare)
 
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:

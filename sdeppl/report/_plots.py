@@ -262,3 +262,40 @@ def elbo_figure(trace: dict) -> str:
     ax.set_ylabel("ELBO")
     ax.set_title("ELBO during optimisation", fontsize=10)
     return to_png(fig)
+
+
+COMPARE_COLOURS = ("#3b6ea8", "#c8553d", "#4f9d69", "#8e6bb8")
+
+
+def comparison_figure(idatas: dict, var_names) -> str:
+    """One panel per parameter: the posterior of each run (a label -> idata dict) as
+    an outlined histogram on a shared range, with each run's median."""
+    per_run = {
+        label: dict(scalar_draws(idata.posterior, var_names))
+        for label, idata in idatas.items()
+    }
+    labels = list(next(iter(per_run.values())))
+    fig, axes = _grid(len(labels), min(3, len(labels)), 9.5, 2.1)
+    for ax, name in zip(axes, labels, strict=True):
+        runs = {
+            run: draws[name].ravel()[np.isfinite(draws[name].ravel())]
+            for run, draws in per_run.items()
+            if name in draws
+        }
+        pooled = np.concatenate([x for x in runs.values() if x.size])
+        lo, hi = np.quantile(pooled, [0.005, 0.995]) if pooled.size else (0.0, 1.0)
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, 41)
+        for colour, (run, x) in zip(COMPARE_COLOURS, runs.items(), strict=False):
+            if x.size == 0:
+                continue
+            counts, _ = np.histogram(x, bins=edges, density=True)
+            ax.stairs(counts, edges, color=colour, lw=1.2, label=run)
+            ax.axvline(np.median(x), color=colour, lw=1.0, ls="--")
+        ax.set_title(name, fontsize=9, loc="left")
+        ax.set_yticks([])
+        ax.tick_params(labelsize=8)
+        for side in ("left", "right", "top"):
+            ax.spines[side].set_visible(False)
+    axes[0].legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return to_png(fig)

@@ -209,3 +209,40 @@ def test_non_finite_elbo_is_a_failed_diagnostic_not_a_result():
     assert fit.verdict == "fail"
     assert fit.metadata["backend_info"]["stopped"] == "non-finite"
     assert not hasattr(fit, "log_evidence")
+
+
+def conjugate_plate(n=10, y=None):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+    with numpyro.plate("n", n):
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+@pytest.mark.slow
+def test_vsbc_probabilities_are_the_posterior_cdf_at_the_truth():
+    """For a guide that holds the exact posterior, each replicate's q(mu < mu*) is
+    the posterior CDF at the true mu (closed form), and the symmetry test is the
+    two-sample KS test of p against 1 - p."""
+    from numpyro.infer import Predictive
+
+    result = sp.vsbc(
+        conjugate_plate,
+        observed="y",
+        num_replicates=6,
+        num_draws=2000,
+        seed=3,
+        progress=False,
+        svi_options={"steps": 1500},
+    )
+    p = result.probabilities["mu"]
+    assert p.shape == (6,)
+    prior = Predictive(conjugate_plate, num_samples=6)(
+        jax.random.split(jax.random.key(3))[0]
+    )
+    var = 1.0 / (1.0 / 4.0 + 10)
+    mean = var * prior["y"].sum(axis=1)
+    exact = stats.norm.cdf(prior["mu"], mean, math.sqrt(var))
+    assert np.max(np.abs(p - exact)) < 0.06
+    assert result.pvalues["mu"] == pytest.approx(stats.ks_2samp(p, 1 - p).pvalue)
+    assert result.passed()
+    with pytest.raises(ValueError, match="may not set 'resample'"):
+        sp.vsbc(conjugate_plate, observed="y", svi_options={"resample": True})

@@ -18,7 +18,13 @@ RECIPES = sorted((ROOT / "inference").glob("*.toml"))
 def _tiny(recipe: Path, tmp_path: Path, **overrides) -> Path:
     """A copy of ``recipe`` with tiny settings (smoke size), in ``tmp_path/inference``."""
     text = recipe.read_text()
-    for key, value in {"warmup": 60, "samples": 40, "chains": 2, **overrides}.items():
+    for key, value in {
+        "warmup": 60,
+        "samples": 40,
+        "chains": 2,
+        "steps": 300,
+        **overrides,
+    }.items():
         lines = [
             f"{key} = {value}" if line.split("=")[0].strip() == key else line
             for line in text.splitlines()
@@ -54,6 +60,9 @@ def test_every_recipe_runs_at_smoke_size(recipe, tmp_path, capsys):
     assert (out / "posterior.nc").stat().st_size > 0 and (
         out / "report.html"
     ).stat().st_size > 0
+    if read_recipe(recipe)["compare"] is not None:  # the second fit, side by side
+        assert (out / "compare.nc").stat().st_size > 0
+        assert "<h2>Comparison</h2>" in (out / "report.html").read_text()
 
 
 def test_recipes_cover_every_backend():
@@ -116,6 +125,9 @@ def test_recipe_errors_are_clear(tmp_path, capsys):
         '[model]\nname = "ou"\n[inference]\nchains = -1\n': "chains must be an int >= 1; got -1",
         '[model]\nname = "ou"\n[inference]\nbackend = "map"\nchains = 2\n': "unknown key(s) ['chains'] for backend 'map'",
         '[model]\nname = "ou"\noptions = { methd = "exact" }\n': "['methd'] are not parameters of ou.model",
+        '[model]\nname = "ou"\n[compare]\nguide = "path"\n': "[compare] must be a table naming a backend",
+        '[model]\nname = "ou"\n[compare]\nbackend = "svi"\nseed = 1\n': "[compare]: ['seed'] come from [inference]",
+        '[model]\nname = "ou"\n[compare]\nbackend = "svi"\nchains = 2\n': "[compare]: unknown key(s) ['chains'] for backend 'svi'",
     }
     for text, message in cases.items():
         path = _write(tmp_path, text)
