@@ -137,6 +137,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-points", type=int, default=1000)
+    parser.add_argument("--only", choices=CONTENDERS, help="run one contender")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.seed, args.num_points)))
@@ -145,7 +146,7 @@ def main():
     keys = ("wall_s", "mean_error_sd", "sd_ratio_min", "sd_ratio_max")
     rows = []
     for state in ("cold", "warm"):
-        for name in CONTENDERS:
+        for name in [args.only] if args.only else CONTENDERS:
             warm_dir = tempfile.mkdtemp(prefix="sdeppl-cache-")
             if state == "warm":
                 run_worker_process(__file__, name, 99, warm_dir, extra)

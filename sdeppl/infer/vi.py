@@ -5,7 +5,8 @@ Maximises the evidence lower bound
 $$\mathcal L(\phi) = \mathbb E_{q_\phi}\big[\log p(y, z) - \log q_\phi(z)\big]
 \le \log p(y)$$
 
-over a variational family $q_\phi$ (:mod:`sdeppl.infer._guides`: ``"normal"``,
+over a variational family $q_\phi$ (:mod:`sdeppl.infer._guides`, which also gives
+the gradient estimator: "sticking the landing"; ``"normal"``,
 ``"mvn"``, ``"lowrank"``, ``"flow"``, or :class:`~sdeppl.PathGuide` for latent SDE
 paths) on the flat unconstrained space the samplers use, so $\log p(y, z)$ is the
 same log-density (Jacobians of the constraining maps included, latent paths
@@ -17,8 +18,9 @@ destabilises: measured on the banana of the tests); a step whose estimate
 or gradient is not finite is skipped (``optax.apply_if_finite``).
 
 **Stopping.** Steps run in windows of 100 inside one compiled program; after each
-window the mean ELBO is compared with the previous window's: a rise smaller than two
-Monte Carlo standard errors of the difference is a *flat* window. After ``patience``
+window the ELBO's linear trend over the latest steps (a fifth of the run, at least
+500 steps, since the last change of learning rate) is tested: a rise smaller than
+two standard errors makes the window *flat* (:func:`is_flat`). After ``patience``
 flat windows in a row the default optimiser divides its learning rate by 10 (twice:
 a constant step leaves the parameters jittering around the optimum at a distance set
 by the step), and the next ``patience`` flat windows stop the run; a user's
@@ -78,6 +80,7 @@ from ._model import as_numpy
 from .map import host_rng, pareto_k
 
 WINDOW = 100
+MIN_TREND = 500  # steps: the shortest span whose ELBO trend decides a plateau
 DECAY = 10.0  # the default optimiser's learning rate falls by this on a plateau
 DEFAULT_DECAYS = 2
 _MAX_TRACE = 1000
@@ -149,13 +152,22 @@ def build_family(model, options, key):
 
 
 def elbo_draws(model, family, phi, key, num: int):
-    """``num`` independent ELBO estimates and importance log-weights at ``phi``:
-    ``(elbo (num,), log_w (num,), z (num, dim), log_q (num,))``. Traced."""
+    """``num`` independent draws at ``phi``: ``(elbo (num,), log_w (num,), z (num,
+    dim), log_q (num,), objective (num,))`` -- the ELBO estimates, importance
+    log-weights, draws, their log-densities under the guide, and the estimates whose
+    gradient the optimiser follows ("sticking the landing"; equal in value to
+    ``log_w``). Traced."""
 
     def one(k):
-        z, log_q, correction = family.sample(phi, k)
-        lp = model.logdensity(z)
-        return lp - log_q + correction, lp - log_q, z, log_q
+        draw = family.sample(phi, k)
+        lp = model.logdensity(draw.z)
+        return (
+            lp - draw.log_q + draw.correction,
+            lp - draw.log_q,
+            draw.z,
+            draw.log_q,
+            lp - draw.log_q_fixed,
+        )
 
     return jax.vmap(one)(jax.random.split(key, num))
 
@@ -171,15 +183,15 @@ class Optimisation:
         self.decays = decays
 
         def loss(phi, key):
-            elbo, *_ = elbo_draws(model, family, phi, key, num_particles)
-            return -jnp.mean(elbo)
+            elbo, *_, objective = elbo_draws(model, family, phi, key, num_particles)
+            return -jnp.mean(objective), jnp.mean(elbo)
 
         def window(phi, opt_state, key):
             def step(carry, k):
                 phi, opt_state = carry
-                value, grad = jax.value_and_grad(loss)(phi, k)
+                (_, elbo), grad = jax.value_and_grad(loss, has_aux=True)(phi, k)
                 updates, opt_state = self.optimizer.update(grad, opt_state, phi)
-                return (optax.apply_updates(phi, updates), opt_state), -value
+                return (optax.apply_updates(phi, updates), opt_state), elbo
 
             (phi, opt_state), elbos = jax.lax.scan(
                 step, (phi, opt_state), jax.random.split(key, WINDOW)
@@ -193,9 +205,9 @@ class Optimisation:
         ``"plateau"``, ``"steps"`` or ``"non-finite"``."""
         opt_state = self.optimizer.init(phi)
         windows = math.ceil(steps / WINDOW)
-        trace, flat, decays, stopped = [], 0, 0, "steps"
+        trace, flat, decays, stopped, since = [], 0, 0, "steps", 0
         bar = None
-        for i, k in enumerate(jax.random.split(key, windows)):
+        for k in jax.random.split(key, windows):
             phi, opt_state, elbos = self._window(phi, opt_state, k)
             elbos = np.asarray(elbos)
             trace.append(elbos)
@@ -211,10 +223,11 @@ class Optimisation:
             if not np.isfinite(elbos[-_MAX_SKIPPED:]).any():
                 stopped = "non-finite"
                 break
-            if patience and i > 0:
-                flat = flat + 1 if is_flat(trace[-2], trace[-1]) else 0
+            if patience:
+                flat = flat + 1 if is_flat(np.concatenate(trace[since:])) else 0
                 if flat >= patience and decays < self.decays:
                     opt_state, decays, flat = _decayed(opt_state), decays + 1, 0
+                    since = len(trace)
                 elif flat >= patience:
                     stopped = "plateau"
                     break
@@ -229,21 +242,35 @@ class Optimisation:
 
 def _decayed(opt_state):
     """``opt_state`` of ``apply_if_finite(inject_hyperparams(...))`` with its
-    learning rate divided by :data:`DECAY`."""
+    learning rate divided by :data:`DECAY` (same dtype: no recompilation)."""
     inner = opt_state.inner_state
     rates = dict(inner.hyperparams)
-    rates["learning_rate"] = rates["learning_rate"] / DECAY
+    old = rates["learning_rate"]
+    rates["learning_rate"] = jnp.asarray(old / DECAY, dtype=jnp.result_type(old))
     return opt_state._replace(inner_state=inner._replace(hyperparams=rates))
 
 
-def is_flat(before: np.ndarray, after: np.ndarray) -> bool:
-    """True when the mean ELBO rose by less than two standard errors of the
-    difference of two windows' means (non-finite steps ignored)."""
-    a, b = before[np.isfinite(before)], after[np.isfinite(after)]
-    if a.size < 2 or b.size < 2:
+def is_flat(elbos: np.ndarray) -> bool:
+    r"""True when the ELBO's linear trend over the latest steps rises by less than
+    two standard errors: over the last $L$ steps (a fifth of ``elbos``, at least
+    :data:`MIN_TREND` and all of them if fewer), the least-squares slope $b$ gives
+    the rise $bL$, whose standard error for independent noise of sd $s$ is
+    $s\sqrt{12/L}$. Comparing only neighbouring windows would miss a slow rise that
+    each window's noise hides; the trend over a span that grows with the run sees
+    it. Non-finite steps are ignored; too few steps are never flat."""
+    span = max(MIN_TREND, elbos.size // 5)
+    if elbos.size < MIN_TREND:
         return False
-    se = math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
-    return bool(b.mean() - a.mean() < 2.0 * se)
+    recent = elbos[-span:]
+    t = np.arange(recent.size, dtype=float)
+    ok = np.isfinite(recent)
+    if ok.sum() < MIN_TREND // 2:
+        return False
+    t, y = t[ok], recent[ok]
+    slope, intercept = np.polyfit(t, y, 1)
+    residual = y - (slope * t + intercept)
+    noise = residual.std(ddof=2)
+    return bool(slope * span < 2.0 * noise * math.sqrt(12.0 / span))
 
 
 def _bar(label: str, total: int, initial: int):
@@ -382,7 +409,7 @@ class _SVI:
         )
 
         def finish(phi, key):
-            elbo, log_w, z, log_q = elbo_draws(
+            elbo, log_w, z, log_q, _ = elbo_draws(
                 model, family, phi, key, options["samples"]
             )
             return elbo, log_w, z, log_w + log_q

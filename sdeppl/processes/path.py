@@ -417,6 +417,27 @@ class Path(Distribution):
         xs = jnp.concatenate([start[None], xs], axis=0)
         return tuple(jnp.moveaxis(a, 0, -2) for a in (xs, xi, mean, log_scale))
 
+    def innovation_means(self, states, shifts):
+        r"""$\mu_j = S_j^{+} v_j$: the innovation means that move the steps from the
+        fine ``states`` $x_j$ by ``shifts`` $v_j$ (see :meth:`steer`).
+
+        Shapes
+        ------
+        states: ``(*batch, K + 1, d)``; shifts: ``(*batch, K, d)``; returns
+        ``(*batch, K, k)``.
+        """
+        transition = self._transition()
+        tf = self.fine_ts
+        coef = transition.coefficients(tf[:-1], tf[1:])
+
+        def one(c, t0, t1, x, v):  # x, v: (*batch, d)
+            _, scale = transition.moments(t0, t1, x, c)
+            return noise_for_shift(v, scale, transition.scale_kind)
+
+        return jax.vmap(one, in_axes=(0, 0, 0, -2, -2), out_axes=-2)(
+            coef, tf[:-1], tf[1:], states[..., :-1, :], shifts
+        )
+
     # -- density ----------------------------------------------------------------------
     @validate_sample
     def log_prob(self, value):
