@@ -67,13 +67,16 @@ def to_inference_data(
     forecast_times: dict[str, np.ndarray] | None = None,
     log_likelihood_times: dict[str, np.ndarray] | None = None,
     metadata: dict | None = None,
+    step_stats: dict | None = None,
 ) -> az.InferenceData:
     """Build an ``InferenceData`` from arrays shaped ``(chain, draw, ...)``.
 
     Path-valued variables (posterior, predictive, observed, pointwise log-likelihood)
     get dims ``(..., time[, state])`` with the model's times as the ``time``
-    coordinate; forecasts get a ``time_forecast`` coordinate. ``metadata`` is stored
-    as JSON in the ``sdeppl`` attribute of every group.
+    coordinate; forecasts get a ``time_forecast`` coordinate. ``step_stats``
+    (``{name: (chain, step)}``, an optimiser's trace) join ``sample_stats`` with a
+    ``step`` dim. ``metadata`` is stored as JSON in the ``sdeppl`` attribute of every
+    group.
     """
     import arviz as az
 
@@ -125,6 +128,13 @@ def to_inference_data(
             attrs=attrs,
         )
         idata.extend(ll)
+    for name, value in (step_stats or {}).items():
+        value = np.asarray(value)
+        idata.sample_stats[name] = (
+            ("chain", "step"),
+            value,
+        )
+        idata.sample_stats.coords["step"] = np.arange(1, value.shape[1] + 1)
     for group in idata.groups():
         idata[group].attrs.update(attrs)  # from_dict ignores attrs
     return idata

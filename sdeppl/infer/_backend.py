@@ -115,6 +115,9 @@ class BackendResult(NamedTuple):
         shared post-processing runs the model under ``seed`` with it, so pointwise
         log-likelihoods and latent paths come from the very particle system the
         chain accepted. None: the model is seeded with 0.
+    step_stats: statistics of an optimiser's steps, ``{name: (chain, step)}`` (the
+        ELBO of variational inference); stored in ``sample_stats`` with a ``step``
+        dim (numbered from 1) instead of ``draw``.
     """
 
     draws: dict
@@ -124,6 +127,7 @@ class BackendResult(NamedTuple):
     info: dict = {}
     independent_draws: bool = False
     model_keys: np.ndarray | None = None
+    step_stats: dict = {}
 
 
 @runtime_checkable

@@ -383,5 +383,6 @@ def fit(
         forecast_times=forecast_times,
         log_likelihood_times=ll_times,
         metadata=metadata,
+        step_stats=result.step_stats,
     )
     return Fit(idata)

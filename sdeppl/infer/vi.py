@@ -37,8 +37,8 @@ MCMC). The same draws give the final ELBO estimate with its standard error and t
 importance-sampling estimate $\log \frac1S\sum_s w_s$ of $\log p(y)$ (stored as the
 fit's log-evidence when $\hat k \le 0.7$).
 
-The ELBO of every step is kept in the run's metadata (``backend_info["elbo"]``,
-thinned to at most 1000 points) and drawn in the report.
+The ELBO of every step is kept in ``idata.sample_stats["elbo"]`` (dims ``chain``,
+``step``) and drawn in the report.
 
 References
 ----------
@@ -83,7 +83,6 @@ WINDOW = 100
 MIN_TREND = 500  # steps: the shortest span whose ELBO trend decides a plateau
 DECAY = 10.0  # the default optimiser's learning rate falls by this on a plateau
 DEFAULT_DECAYS = 2
-_MAX_TRACE = 1000
 _MAX_SKIPPED = 50  # consecutive non-finite steps that end the run
 
 
@@ -330,21 +329,6 @@ def _checks(stopped: str, steps_run: int, k: float, elbo, elbo_se) -> tuple:
     return ("optimiser (ELBO)", value, *optimiser), pareto
 
 
-def _elbo_trace(elbos: np.ndarray) -> dict:
-    """The ELBO per step, averaged over blocks so that at most 1000 points remain."""
-    block = max(1, math.ceil(len(elbos) / _MAX_TRACE))
-    n = len(elbos) // block * block
-    if n == 0:
-        return {"step": [], "elbo": []}
-    blocks = np.where(np.isfinite(elbos[:n]), elbos[:n], np.nan).reshape(-1, block)
-    counts = np.isfinite(blocks).sum(axis=1)
-    means = np.where(
-        counts > 0, np.nansum(blocks, axis=1) / np.maximum(counts, 1), np.nan
-    )
-    steps = np.arange(n).reshape(-1, block)[:, -1] + 1
-    return {"step": steps.tolist(), "elbo": [float(v) for v in means]}
-
-
 class _SVI:
     name = "svi"
     summary = (
@@ -428,7 +412,6 @@ class _SVI:
             "pareto_k": k,
             "steps_run": int(len(elbos)),
             "stopped": stopped,
-            "elbo_trace": _elbo_trace(elbos),
         }
         trusted = bool(np.isfinite(k) and k <= 0.7)
         if trusted:
@@ -447,6 +430,7 @@ class _SVI:
             checks=_checks(stopped, len(elbos), k, mean, se),
             info=info,
             independent_draws=True,
+            step_stats={"elbo": elbos[None]},
         )
 
 

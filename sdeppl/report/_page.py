@@ -349,17 +349,22 @@ def render_report(fit, *, title: str | None = None, compare: dict | None = None)
             "resampled (when the ESS fell below the dashed line).</p>",
             _img(_plots.particle_filter_figure(filters), "particle filter ESS"),
         ]
-    elbo = meta.get("backend_info", {}).get("elbo_trace")
-    if elbo:
-        info = meta["backend_info"]
+    stats = getattr(idata, "sample_stats", None)
+    if stats is not None and "elbo" in stats and "step" in stats["elbo"].dims:
+        info = meta.get("backend_info", {})
         parts += [
             "<h2>Variational fit</h2>",
             "<p>The evidence lower bound (ELBO) at each optimisation step (means over "
             "blocks of steps): it should rise and then level off. Final ELBO "
-            f"{info['elbo']:.6g} ± {info['elbo_se']:.2g}; Pareto k of the importance "
-            f"weights {info['pareto_k']:.2f} (see Diagnostics: above 0.7 the "
+            f"{info.get('elbo', float('nan')):.6g} ± "
+            f"{info.get('elbo_se', float('nan')):.2g}; Pareto k of the importance "
+            f"weights {info.get('pareto_k', float('nan')):.2f} (see Diagnostics: "
+            "above 0.7 the "
             "variational draws are not the posterior).</p>",
-            _img(_plots.elbo_figure(elbo), "ELBO trace"),
+            _img(
+                _plots.elbo_figure(np.asarray(stats["elbo"].values[0], float)),
+                "ELBO trace",
+            ),
         ]
     if var_names:
         parts += [

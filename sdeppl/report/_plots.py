@@ -246,18 +246,27 @@ def particle_filter_figure(facts: dict) -> str:
     return to_png(fig)
 
 
-def elbo_figure(trace: dict) -> str:
-    """The ELBO of a variational fit against the optimisation step (block means)."""
+def elbo_figure(elbo: np.ndarray) -> str:
+    """The ELBO of a variational fit against the optimisation step: ``elbo (steps,)``
+    averaged over blocks so that at most 1000 points are drawn (non-finite steps
+    left out)."""
+    elbo = np.where(np.isfinite(elbo), elbo, np.nan)
+    block = max(1, int(np.ceil(elbo.size / 1000)))
+    n = elbo.size // block * block
+    blocks = elbo[:n].reshape(-1, block)
+    counts = np.isfinite(blocks).sum(axis=1)
+    means = np.where(
+        counts > 0, np.nansum(blocks, axis=1) / np.maximum(counts, 1), np.nan
+    )
+    steps = np.arange(n).reshape(-1, block)[:, -1] + 1
     fig = Figure(figsize=(8, 2.6), layout="constrained")
     ax = fig.subplots()
-    steps, elbo = np.asarray(trace["step"]), np.asarray(trace["elbo"], float)
-    ax.plot(steps, elbo, color=BAND_COLOUR, lw=1.0)
-    finite = elbo[np.isfinite(elbo)]
+    ax.plot(steps, means, color=BAND_COLOUR, lw=1.0)
+    finite = means[np.isfinite(means)]
     if finite.size > 10:  # the start is far below: show the approach to the optimum
         low, high = np.percentile(finite, [5, 100])
-        ax.set_ylim(
-            low - 0.05 * (high - low + 1e-12), high + 0.05 * (high - low + 1e-12)
-        )
+        pad = 0.05 * (high - low + 1e-12)
+        ax.set_ylim(low - pad, high + pad)
     ax.set_xlabel("step")
     ax.set_ylabel("ELBO")
     ax.set_title("ELBO during optimisation", fontsize=10)

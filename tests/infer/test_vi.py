@@ -58,6 +58,11 @@ def test_conjugate_posterior_evidence_and_report(conjugate_fit, tmp_path):
     assert (
         "Variational fit" in page and "ELBO trace" in page and "Pareto k (VI)" in page
     )
+    # the ELBO of every step, beside the per-draw statistics, survives a round trip
+    elbo = fit.idata.sample_stats["elbo"]
+    assert elbo.dims == ("chain", "step") and elbo.sizes["step"] == info["steps_run"]
+    again = sp.load(fit.save(tmp_path / "fit.nc"))
+    np.testing.assert_allclose(again.idata.sample_stats["elbo"].values, elbo.values)
 
 
 def test_elbo_estimate_is_unbiased_for_a_fixed_guide():
