@@ -573,3 +573,116 @@ def path_family(
         return draw(phi, key)[0]
 
     return Family("path", init, sample)
+
+
+# -- a NumPyro guide -------------------------------------------------------------------
+def numpyro_family(guide, model) -> Family:
+    r"""A NumPyro guide as a family on the flat position: an autoguide class
+    (``numpyro.infer.autoguide.AutoIAFNormal``, ...; built on the model as
+    ``sdeppl.fit`` sees it), an autoguide instance, or a guide function with
+    ``numpyro.param`` and ``numpyro.sample`` statements over the model's latent sites
+    -- with a latent path ``x`` non-centred, its sites are ``x_noise`` (and
+    ``x_x0``).
+
+    Its parameters are the guide's ``param`` sites (unconstrained); a draw runs the
+    guide and maps the latent values $x$ to the flat position $z$ through each site's
+    support, with $\log q(z) = \sum_{\text{guide sites}} \log q + \log|\det
+    \partial x / \partial z|$. Every sample site of the guide must be
+    reparameterisable.
+    """
+    from numpyro.distributions import constraints
+    from numpyro.infer.autoguide import AutoGuide
+
+    if isinstance(guide, type) and issubclass(guide, AutoGuide):
+        guide = guide(model.model)
+    args, kwargs = model.args, model.kwargs
+    layout = _site_layout(model)
+    dim, dtype = model.dim_and_dtype()
+
+    def run(key, params=None, values=None):
+        fn = numpyro.handlers.seed(guide, key)
+        if params is not None:
+            fn = numpyro.handlers.substitute(fn, data=params)
+        if values is not None:
+            fn = numpyro.handlers.substitute(fn, data=values)
+        return numpyro.handlers.trace(fn).get_trace(*args, **kwargs)
+
+    found = {}
+
+    def structure():
+        tr = run(jax.random.key(0))
+        found["constraints"] = {
+            n: s["kwargs"].get("constraint", constraints.real)
+            for n, s in tr.items()
+            if s["type"] == "param"
+        }
+        found["samples"] = [
+            (n, bool(getattr(s["fn"], "has_rsample", True)))
+            for n, s in tr.items()
+            if s["type"] == "sample" and not s["is_observed"]
+        ]
+        return 0
+
+    structure()  # concretely: an autoguide builds its prototype on the first call
+    names = {n for n, _ in found["samples"]}
+    missing = sorted(set(model.latent_names) - names)
+    if missing:
+        raise ValueError(
+            f"fit: the guide has no sample site for the model's latent site(s) "
+            f"{missing} (sdeppl.fit samples latent paths non-centred: path 'x' is "
+            "'x_noise' and 'x_x0'); write the guide for those sites, or pass an "
+            "autoguide class such as numpyro.infer.autoguide.AutoDiagonalNormal."
+        )
+    not_reparam = [n for n, ok in found["samples"] if not ok]
+    if not_reparam:
+        raise ValueError(
+            f"fit: the guide's site(s) {not_reparam} cannot be reparameterised; "
+            "method='svi' differentiates through the guide's draws."
+        )
+    bijections = found["constraints"]
+
+    def init(key):
+        tr = run(key)
+        return {
+            n: jnp.asarray(biject_to(bijections[n]).inv(tr[n]["value"]), dtype)
+            for n in bijections
+        }
+
+    def log_density(tr):
+        return sum(
+            jnp.sum(s["fn"].log_prob(s["value"]))
+            for s in tr.values()
+            if s["type"] == "sample" and not s["is_observed"]
+        )
+
+    def sample(phi, key):
+        params = {n: biject_to(bijections[n])(phi[n]) for n in bijections}
+        tr = run(key, params)
+        z = jnp.zeros((dim,), dtype)
+        log_det = jnp.zeros((), dtype)
+        # supports from the model (a guide's sites may be Deltas on the real line),
+        # at the drawn values (a support may depend on other sites)
+        supports = numpyro.handlers.trace(
+            numpyro.handlers.substitute(
+                numpyro.handlers.seed(model.model, 0),
+                data={n: tr[n]["value"] for n in model.latent_names},
+            )
+        ).get_trace(*args, **kwargs)
+        for name in model.latent_names:
+            site = tr[name]
+            support = biject_to(supports[name]["fn"].support)
+            u = support.inv(site["value"])
+            start, stop, _ = layout[name]
+            z = z.at[start:stop].set(jnp.ravel(u).astype(dtype))
+            log_det = log_det + jnp.sum(support.log_abs_det_jacobian(u, site["value"]))
+        drawn = {
+            n: s["value"]
+            for n, s in tr.items()
+            if s["type"] == "sample" and not s["is_observed"]
+        }
+        held = {n: jax.lax.stop_gradient(v) for n, v in params.items()}
+        log_q = log_density(tr) + log_det
+        log_q_fixed = log_density(run(key, held, drawn)) + log_det
+        return Draw(z, log_q, jnp.zeros((), dtype), log_q_fixed)
+
+    return Family(getattr(guide, "__name__", type(guide).__name__), init, sample)

@@ -73,6 +73,7 @@ from ._guides import (
     flow_family,
     gaussian_family,
     in_frame,
+    numpyro_family,
     path_family,
     prior_frame,
 )
@@ -90,19 +91,25 @@ def _guide_option() -> Option:
     def check(value):
         if isinstance(value, PathGuide):
             return value.check()
-        if value == "path":  # the default PathGuide (recipes name it so)
+        if isinstance(value, str) and value == "path":  # recipes name it so
             return PathGuide()
-        if value not in FAMILIES:
-            raise ValueError(
-                f"must be one of {FAMILIES}, 'path' or an sdeppl.PathGuide(...); got "
-                f"{value!r}"
+        if isinstance(value, str) and value in FAMILIES:
+            return value
+        if callable(value) and not isinstance(value, str):
+            return (
+                value  # a NumPyro guide: an autoguide class or instance, or a function
             )
-        return value
+        raise ValueError(
+            f"must be one of {FAMILIES}, 'path', an sdeppl.PathGuide(...) or a NumPyro "
+            f"guide (an autoguide class, or a guide function); got {value!r}"
+        )
 
     return Option(
         "normal",
         check,
-        "variational family: " + ", ".join(FAMILIES) + ", 'path' or PathGuide(...)",
+        "variational family: "
+        + ", ".join(FAMILIES)
+        + ", 'path', PathGuide(...), or a NumPyro guide",
     )
 
 
@@ -143,6 +150,8 @@ def build_family(model, options, key):
     guide = options["guide"]
     if isinstance(guide, PathGuide):
         return path_family(guide, model, centre, spread, options["rank"])
+    if not isinstance(guide, str):
+        return numpyro_family(guide, model)
     if guide == "flow":
         family = flow_family(dim, dtype, options["flow_layers"], options["hidden"])
     else:
@@ -377,7 +386,8 @@ class _SVI:
         k_init, k_family, k_opt, k_draws = jax.random.split(key, 4)
         family = build_family(model, options, k_init)
         guide = options["guide"]
-        label = f"sdeppl: SVI ({guide if isinstance(guide, str) else 'path'} guide)"
+        kind = "path" if isinstance(guide, PathGuide) else family.name
+        label = f"sdeppl: SVI ({kind} guide)"
         phi = jax.jit(family.init)(k_family)
         if options["optimizer"] is None:
             rate = options["learning_rate"] or (0.01 if guide == "flow" else 0.05)

@@ -293,3 +293,37 @@ def test_path_guide_steers_batched_multivariate_paths_with_substeps(control):
     # the guide pulls each series' observed coordinate towards its data
     err = np.abs(x[0, :, :, :, 0].mean(axis=0) - y)
     assert np.mean(err) < 0.3
+
+
+def test_numpyro_guides_autoguide_class_and_guide_function():
+    """A NumPyro autoguide class (built on the model as fit sees it) and a guide
+    function with param sites both recover the conjugate posterior; a guide that
+    misses a latent site is refused naming it."""
+    from numpyro.infer.autoguide import AutoDiagonalNormal
+
+    def my_guide(y):
+        loc = numpyro.param("loc", 0.0)
+        scale = numpyro.param("scale", 0.5, constraint=dist.constraints.positive)
+        numpyro.sample("mu", dist.Normal(loc, scale))
+
+    sd = math.sqrt(POST_VAR)
+    for guide in (AutoDiagonalNormal, my_guide):
+        fit = sp.fit(
+            conjugate,
+            Y,
+            method="svi",
+            guide=guide,
+            seed=0,
+            progress=False,
+            log_likelihood=False,
+        )
+        mu = fit.idata.posterior["mu"].values.ravel()
+        assert abs(mu.mean() - POST_MEAN) < 0.1 * sd
+        assert abs(mu.std() / sd - 1) < 0.08
+        assert fit.metadata["backend_info"]["pareto_k"] < 0.7
+
+    def partial(y):
+        numpyro.sample("other", dist.Normal(numpyro.param("m", 0.0), 1.0))
+
+    with pytest.raises(ValueError, match=r"no sample site for the model's latent"):
+        sp.fit(conjugate, Y, method="svi", guide=partial, progress=False)
