@@ -91,10 +91,11 @@ def _subspace_log_prob(resid, factor):
 
 def noise_for_shift(shift, scale, kind: str):
     r"""The innovation mean $\mu = S^{+} v$ that moves $m + S\xi$ by ``shift`` $v$
-    ``(*batch, d)`` (least squares where $S$ has fewer columns than rows):
-    ``(*batch, k)``."""
+    ``(*batch, d)`` (least squares where $S$ has fewer columns than rows; a
+    coordinate without noise cannot move: 0 there): ``(*batch, k)``."""
     if kind == "diag":
-        return shift / scale
+        noisy = scale != 0
+        return jnp.where(noisy, shift / jnp.where(noisy, scale, 1.0), 0.0)
     if kind == "tril":
         return solve_triangular(scale, shift[..., None], lower=True)[..., 0]
     gram = jnp.einsum("...ji,...jk->...ik", scale, scale)  # S^T S, (k, k)

@@ -328,3 +328,18 @@ def test_numpyro_guides_autoguide_class_and_guide_function():
 
     with pytest.raises(ValueError, match=r"no sample site for the model's latent"):
         sp.fit(conjugate, Y, method="svi", guide=partial, progress=False)
+
+
+def test_innovation_mean_for_a_shift_inverts_the_step_scale():
+    from sdeppl.solvers import gaussian_transform, noise_for_shift
+
+    v = jnp.array([0.3, -0.2])
+    diag = jnp.array([0.5, 0.0])  # the second coordinate has no noise
+    mu = noise_for_shift(v, diag, "diag")
+    np.testing.assert_allclose(mu, [0.6, 0.0])
+    tril = jnp.array([[0.5, 0.0], [0.2, 0.4]])
+    mu = noise_for_shift(v, tril, "tril")
+    np.testing.assert_allclose(gaussian_transform(jnp.zeros(2), tril, "tril", mu), v)
+    factor = jnp.array([[0.0], [0.7]])  # one Brownian motion drives the second
+    mu = noise_for_shift(v, factor, "factor")
+    np.testing.assert_allclose(mu, [-0.2 / 0.7], rtol=1e-6)
